@@ -1,0 +1,33 @@
+"""Stochastic resetting for any torch training loop: the resetter, its policies and its core."""
+
+from reset_tune.resetting.policies import (
+    CHECKPOINT_METRICS,
+    CheckpointMetric,
+    CheckpointPolicy,
+    PatienceArming,
+)
+from reset_tune.resetting.resetter import LR_ON_RESET, StochasticResetter
+from reset_tune.resetting.selection import (
+    ResetSelection,
+    infer_layer_groups,
+    parse_reset_layers,
+    select_reset_tensors,
+)
+from reset_tune.resetting.snapshot import Snapshot, restore_, take_snapshot, update_snapshot_
+
+__all__ = [
+    "CHECKPOINT_METRICS",
+    "LR_ON_RESET",
+    "CheckpointMetric",
+    "CheckpointPolicy",
+    "PatienceArming",
+    "ResetSelection",
+    "Snapshot",
+    "StochasticResetter",
+    "infer_layer_groups",
+    "parse_reset_layers",
+    "restore_",
+    "select_reset_tensors",
+    "take_snapshot",
+    "update_snapshot_",
+]
