@@ -1,5 +1,6 @@
 """Stochastic resetting for any torch training loop: the resetter, its policies and its core."""
 
+from reset_tune.resetting.groups import layer_groups, matches_prefixes
 from reset_tune.resetting.policies import (
     CHECKPOINT_METRICS,
     CheckpointMetric,
@@ -9,7 +10,6 @@ from reset_tune.resetting.policies import (
 from reset_tune.resetting.resetter import LR_ON_RESET, StochasticResetter
 from reset_tune.resetting.selection import (
     ResetSelection,
-    infer_layer_groups,
     parse_reset_layers,
     select_reset_tensors,
 )
@@ -24,7 +24,8 @@ __all__ = [
     "ResetSelection",
     "Snapshot",
     "StochasticResetter",
-    "infer_layer_groups",
+    "layer_groups",
+    "matches_prefixes",
     "parse_reset_layers",
     "restore_",
     "select_reset_tensors",

@@ -63,8 +63,10 @@ class StochasticResetter:
         seed: int = 0,
         layer_groups: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        if isinstance(reset_prob, bool) or not isinstance(reset_prob, int | float) or not (
-            0.0 <= float(reset_prob) <= 1.0
+        if (
+            isinstance(reset_prob, bool)
+            or not isinstance(reset_prob, int | float)
+            or not (0.0 <= float(reset_prob) <= 1.0)
         ):
             raise ConfigError(
                 f"reset_prob must be a probability in [0, 1], but got reset_prob={reset_prob!r}."
@@ -175,13 +177,19 @@ class StochasticResetter:
     def _save_best(self) -> None:
         if self._best is None:
             self._best = take_snapshot(
-                self.model, self.optimizer, self._all_names,
-                optimizer_names=self._optimizer_names, step=self.step_count,
+                self.model,
+                self.optimizer,
+                self._all_names,
+                optimizer_names=self._optimizer_names,
+                step=self.step_count,
             )
         else:
             update_snapshot_(
-                self._best, self.model, self.optimizer,
-                optimizer_names=self._optimizer_names, step=self.step_count,
+                self._best,
+                self.model,
+                self.optimizer,
+                optimizer_names=self._optimizer_names,
+                step=self.step_count,
             )
 
     def _arm(self) -> None:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 
 from reset_tune.errors import ConfigError
+from reset_tune.resetting.groups import layer_groups as declared_layer_groups
+from reset_tune.resetting.groups import matches_prefixes
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -21,16 +23,6 @@ class ResetSelection:
     buffer_names: tuple[str, ...]
 
 
-def infer_layer_groups(model: torch.nn.Module) -> dict[str, tuple[str, ...]]:
-    """The model's declared `layer_groups`, plus `head` = the last `nn.Linear` when undeclared."""
-    declared = dict(getattr(model, "layer_groups", None) or {})
-    if "head" not in declared:
-        linear_names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
-        if linear_names:
-            declared["head"] = (linear_names[-1],)
-    return {name: tuple(prefixes) for name, prefixes in declared.items()}
-
-
 def parse_reset_layers(spec: str | Sequence[str]) -> tuple[str, ...]:
     """Split `"layer3,layer4"` (or a list) into tokens; empty specs are rejected."""
     tokens = spec.split(",") if isinstance(spec, str) else list(spec)
@@ -41,10 +33,6 @@ def parse_reset_layers(spec: str | Sequence[str]) -> tuple[str, ...]:
             "use 'all', 'head', a group the model declares, or a pattern such as 'layer4.*'."
         )
     return tuple(tokens)
-
-
-def _under(name: str, prefix: str) -> bool:
-    return prefix == "" or name == prefix or name.startswith(prefix + ".")
 
 
 def _owner(name: str) -> str:
@@ -64,7 +52,9 @@ def select_reset_tensors(
     module owning a selected parameter (BatchNorm running statistics travel with their layer) and
     every buffer under a selected group's prefixes.
     """
-    groups = dict(layer_groups) if layer_groups is not None else infer_layer_groups(model)
+    groups: dict[str, tuple[str, ...]] | None = (
+        {k: tuple(v) for k, v in layer_groups.items()} if layer_groups is not None else None
+    )
     param_names = [n for n, _ in model.named_parameters()]
     buffer_names = [n for n, _ in model.named_buffers()]
     chosen_params: set[str] = set()
@@ -73,16 +63,6 @@ def select_reset_tensors(
         if token == "all":
             chosen_params.update(param_names)
             chosen_buffers.update(buffer_names)
-        elif token in groups:
-            prefixes = groups[token]
-            matched = [n for n in param_names if any(_under(n, p) for p in prefixes)]
-            if not matched:
-                raise ConfigError(
-                    f"reset_layers group {token!r} matches no parameter of this model "
-                    f"(its prefixes {list(prefixes)} are stale); fix the model's layer_groups."
-                )
-            chosen_params.update(matched)
-            chosen_buffers.update(n for n in buffer_names if any(_under(n, p) for p in prefixes))
         elif _GLOB_CHARS & set(token):
             matched = fnmatch.filter(param_names, token)
             if not matched:
@@ -92,11 +72,23 @@ def select_reset_tensors(
                 )
             chosen_params.update(matched)
         else:
-            allowed = ", ".join(["all", *sorted(groups)])
-            raise ConfigError(
-                f"reset_layers has unknown layer group {token!r}; allowed: {allowed}, "
-                "or a glob pattern over parameter names such as 'layer4.*'."
-            )
+            if groups is None:  # resolved only when a group is named: `all` needs none
+                groups = declared_layer_groups(model)
+            if token not in groups:
+                allowed = ", ".join(["all", *sorted(groups)])
+                raise ConfigError(
+                    f"reset_layers has unknown layer group {token!r}; allowed: {allowed}, "
+                    "or a glob pattern over parameter names such as 'layer4.*'."
+                )
+            prefixes = groups[token]
+            matched = [n for n in param_names if matches_prefixes(n, prefixes)]
+            if not matched:
+                raise ConfigError(
+                    f"reset_layers group {token!r} matches no parameter of this model "
+                    f"(its prefixes {list(prefixes)} are stale); fix the model's layer_groups."
+                )
+            chosen_params.update(matched)
+            chosen_buffers.update(n for n in buffer_names if matches_prefixes(n, prefixes))
     owners = {_owner(n) for n in chosen_params}
     chosen_buffers.update(n for n in buffer_names if _owner(n) in owners)
     return ResetSelection(

@@ -142,7 +142,12 @@ def update_snapshot_(
     sources = [live[n] for n in snapshot.tensors]
     if optimizer is not None:
         _optimizer_pairs(
-            optimizer, live, snapshot.optimizer_state, optimizer_names, targets, sources,
+            optimizer,
+            live,
+            snapshot.optimizer_state,
+            optimizer_names,
+            targets,
+            sources,
             into_optimizer=False,
         )
         snapshot.lrs = learning_rates(optimizer)
@@ -176,7 +181,12 @@ def restore_(
     sources = list(snapshot.tensors.values())
     if optimizer is not None:
         _optimizer_pairs(
-            optimizer, live, snapshot.optimizer_state, optimizer_names, targets, sources,
+            optimizer,
+            live,
+            snapshot.optimizer_state,
+            optimizer_names,
+            targets,
+            sources,
             into_optimizer=True,
         )
         if restore_lr:
