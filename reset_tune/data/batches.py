@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from reset_tune.seeding import AUGMENT_STREAM, BATCH_STREAM, torch_seed
 from reset_tune.errors import ConfigError, DataError
+from reset_tune.seeding import AUGMENT_STREAM, BATCH_STREAM, torch_seed
 
 AUGMENTS = ("none", "crop-flip")
 _STATE_VERSION = 1

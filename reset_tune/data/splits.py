@@ -12,8 +12,8 @@ import torch
 from reset_tune.data.batches import AUGMENTS
 from reset_tune.data.datasets import LoadedDataset
 from reset_tune.data.noise import NoiseSpec, apply_noise, parse_noise_spec
-from reset_tune.seeding import NOISE_STREAM, SPLIT_STREAM, check_seed, numpy_generator
 from reset_tune.errors import ConfigError, DataError
+from reset_tune.seeding import NOISE_STREAM, SPLIT_STREAM, check_seed, numpy_generator
 
 _AUGMENT_CHOICES = ("auto", *AUGMENTS)
 

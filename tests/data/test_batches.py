@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from reset_tune.data import BatchSampler, DeviceAugmenter
-from reset_tune.seeding import AUGMENT_STREAM, torch_seed
 from reset_tune.errors import ConfigError, DataError
+from reset_tune.seeding import AUGMENT_STREAM, torch_seed
 
 
 def draw(sampler: BatchSampler, count: int) -> list[list[int]]:

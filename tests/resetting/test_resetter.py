@@ -59,7 +59,7 @@ def perturb_(model, optimizer):
     for p in model.parameters():
         p.add_(1.0)
         optimizer.state[p]["momentum_buffer"].add_(3.0)
-    for name, b in model.named_buffers():
+    for b in model.buffers():
         if b.dtype.is_floating_point:
             b.add_(2.0)
         else:
@@ -112,7 +112,7 @@ def test_val_acc_metric_picks_highest_accuracy():
     resetter = StochasticResetter(
         model, sgd(model), reset_prob=0.0, checkpoint_metric="val_acc", patience_steps=100
     )
-    for step, (loss, acc) in enumerate([(1.0, 0.5), (0.5, 0.4), (2.0, 0.7), (0.1, 0.6)], 1):
+    for loss, acc in [(1.0, 0.5), (0.5, 0.4), (2.0, 0.7), (0.1, 0.6)]:
         resetter.step()
         resetter.observe(val_loss=loss, val_acc=acc)
     assert resetter.best_step == 3
@@ -189,9 +189,7 @@ def assert_state(model, optimizer, expected_by_name):
 def expected(saved, perturbed, restored_params, restored_buffers):
     (sp, sb, sm), (pp, pb, pm) = saved, perturbed
     return {
-        "params": {
-            n: ((sp[n], sm[n]) if n in restored_params else (pp[n], pm[n])) for n in sp
-        },
+        "params": {n: ((sp[n], sm[n]) if n in restored_params else (pp[n], pm[n])) for n in sp},
         "buffers": {n: (sb[n] if n in restored_buffers else pb[n]) for n in sb},
     }
 
@@ -308,7 +306,9 @@ def test_restored_lr_is_decayed_from_by_a_chained_cosine_schedule():
         resetter.step()  # restores lr_at_checkpoint
         scheduler.step()  # then one chained cosine decay from it
     t = scheduler.last_epoch
-    chained = lr_at_checkpoint * (1 + math.cos(math.pi * t / 10)) / (1 + math.cos(math.pi * (t - 1) / 10))
+    chained = (
+        lr_at_checkpoint * (1 + math.cos(math.pi * t / 10)) / (1 + math.cos(math.pi * (t - 1) / 10))
+    )
     assert optimizer.param_groups[0]["lr"] == pytest.approx(chained)
 
 
@@ -355,7 +355,9 @@ def test_resume_from_state_dict_equals_uninterrupted_run():
     assert res_c.reset_steps == res_a.reset_steps
     assert res_c.armed_step == res_a.armed_step
     assert res_c.checkpoint_step == res_a.checkpoint_step
-    for (name, pa), pc in zip(model_a.state_dict().items(), model_c.state_dict().values()):
+    for (name, pa), pc in zip(
+        model_a.state_dict().items(), model_c.state_dict().values(), strict=True
+    ):
         torch.testing.assert_close(pc, pa, rtol=0, atol=0, msg=name)
 
 

@@ -1,0 +1,359 @@
+"""The training loop: one run of SGD with stochastic resetting on noisily-labelled data.
+
+The hot loop has no host syncs: batches are slices of a device-side permutation, augmentation
+runs on the device, and training loss/accuracy accumulate on the device until the next
+evaluation, which reads everything back in one transfer.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from reset_tune import names
+from reset_tune.config import TrainConfig
+from reset_tune.data import (
+    BatchSampler,
+    DataSplits,
+    DeviceAugmenter,
+    build_splits,
+    load_dataset,
+    parse_noise_spec,
+)
+from reset_tune.engine.callbacks import Callback
+from reset_tune.engine.evaluation import (
+    autocast_context,
+    evaluate_split,
+    memorisation_fraction,
+    predictions,
+)
+from reset_tune.engine.optim import build_optimizer, build_scheduler
+from reset_tune.engine.result import TrainResult
+from reset_tune.engine.runtime import configure_kernels, provenance, resolve_device
+from reset_tune.errors import ConfigError, TrainingDiverged
+from reset_tune.losses import build_loss
+from reset_tune.models import build_model
+from reset_tune.resetting import StochasticResetter
+from reset_tune.seeding import INIT_STREAM, MEMORISATION_STREAM, torch_seed
+
+_STATE_VERSION = 1
+# Keys that may differ between a saved state and the run resuming it.
+_RESUMABLE_DIFFERENCES = frozenset({"device", "data_root", "download", "eval_batch_size"})
+
+
+def prepare_data(config: TrainConfig, device: torch.device | str = "cpu") -> DataSplits:
+    """Load the dataset, inject the label noise and carve the splits, as `config` says."""
+    noise = parse_noise_spec(config.noise)
+    dataset = load_dataset(
+        config.dataset,
+        data_root=config.data_root,
+        download=config.download,
+        label_file=config.label_file,
+        image_size=config.image_size,
+    )
+    return build_splits(
+        dataset,
+        noise=noise,
+        seed=config.seed,
+        val_fraction=config.val_fraction,
+        clean_val=config.clean_val,
+        train_subset=config.train_subset,
+        augment=config.augment,
+        device=device,
+    )
+
+
+class TrainingRun:
+    """Everything one run needs, built and validated before the first step; owns the loop."""
+
+    def __init__(self, config: TrainConfig, *, data: DataSplits | None = None) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        if config.precision == "bf16" and self.device.type != "cuda":
+            raise ConfigError("precision bf16 needs a CUDA device; use --precision fp32 on CPU.")
+        configure_kernels(deterministic=config.deterministic, device=self.device)
+        self.data = prepare_data(config, self.device) if data is None else data.to(self.device)
+        n_train = int(self.data.train_y.shape[0])
+        if config.batch_size > n_train:
+            raise ConfigError(
+                f"batch_size ({config.batch_size}) exceeds the training split ({n_train} samples); "
+                "lower --batch-size or use more training data."
+            )
+        self.autocast_dtype = torch.bfloat16 if config.precision == "bf16" else None
+
+        with torch.random.fork_rng(devices=[]):
+            # Initialisation depends on the seed only, without touching the caller's global RNG.
+            torch.manual_seed(torch_seed(config.seed, INIT_STREAM))
+            model = build_model(
+                config.model,
+                in_channels=self.data.in_channels,
+                num_classes=self.data.num_classes,
+                image_size=self.data.image_size,
+            )
+        self.model = model.to(self.device)
+        self.optimizer = build_optimizer(self.model, config)
+        self.scheduler = build_scheduler(self.optimizer, config)
+        self.loss_fn = build_loss(
+            config.loss,
+            num_classes=self.data.num_classes,
+            gce_q=config.gce_q,
+            sce_alpha=config.sce_alpha,
+            sce_beta=config.sce_beta,
+        )
+        self.resetter = StochasticResetter(
+            self.model,
+            self.optimizer,
+            reset_prob=config.reset_prob,
+            reset_layers=config.reset_layers,
+            patience_steps=config.patience,
+            warmup_steps=config.warmup,
+            checkpoint_metric=config.checkpoint_metric,
+            adaptive=config.adaptive,
+            restore_optimizer_state=config.restore_optimizer,
+            lr_on_reset=config.lr_on_reset,
+            seed=config.resolved_reset_seed,
+        )
+        self.sampler = BatchSampler(
+            n_train,
+            config.batch_size,
+            seed=config.seed,
+            device=self.device,
+        )
+        self.augmenter = DeviceAugmenter(
+            mean=self.data.mean,
+            std=self.data.std,
+            augment=self.data.augment,
+            seed=config.seed,
+            device=self.device,
+        )
+        self._memorisation_index = self._choose_memorisation_probe()
+
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.elapsed_s = 0.0
+        self._stop_reason: str | None = None
+        self._train_loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        self._train_correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        self._train_steps_since_eval = 0
+
+    # -- control ----------------------------------------------------------------------------------
+    def request_stop(self, reason: str) -> None:
+        """Stop after the current evaluation (e.g. an early-stopping scheduler's decision)."""
+        self._stop_reason = reason
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self, callbacks: Sequence[Callback] = ()) -> TrainResult:
+        for callback in callbacks:
+            callback.on_train_start(self)
+        config = self.config
+        self.model.train()
+        started = time.perf_counter() - self.elapsed_s
+        interval_started = time.perf_counter()
+        interval_first_step = self.step
+        while self.step < config.steps and self._stop_reason is None:
+            self._train_step()
+            if self.step % config.eval_every == 0 or self.step == config.steps:
+                metrics = self._evaluate()
+                now = time.perf_counter()
+                metrics[names.STEPS_PER_S] = (self.step - interval_first_step) / max(
+                    now - interval_started, 1e-9
+                )
+                self.elapsed_s = now - started
+                self.history.append(metrics)
+                for callback in callbacks:
+                    callback.on_evaluation(self, metrics)
+                interval_started, interval_first_step = time.perf_counter(), self.step
+        self.elapsed_s = time.perf_counter() - started
+        result = self._finish()
+        for callback in callbacks:
+            callback.on_train_end(self, result)
+        return result
+
+    def _train_step(self) -> None:
+        index = self.sampler.next_indices()
+        x = self.augmenter.train_batch(self.data.train_x[index])
+        y = self.data.train_y[index]
+        with autocast_context(self.device, self.autocast_dtype):
+            logits = self.model(x)
+            loss = self.loss_fn(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.resetter.step()
+        self.scheduler.step()
+        self.step += 1
+        self._train_loss_sum += loss.detach().double()
+        self._train_correct += (logits.detach().argmax(dim=1) == y).sum()
+        self._train_steps_since_eval += 1
+
+    def _choose_memorisation_probe(self) -> torch.Tensor | None:
+        if self.data.train_is_wrong is None:
+            return None
+        wrong = torch.nonzero(self.data.train_is_wrong.cpu(), as_tuple=False).flatten()
+        limit = self.config.memorisation_samples
+        if limit and wrong.numel() > limit:
+            generator = torch.Generator().manual_seed(
+                torch_seed(self.config.seed, MEMORISATION_STREAM)
+            )
+            wrong = wrong[torch.randperm(wrong.numel(), generator=generator)[:limit]].sort().values
+        return wrong.to(self.device)
+
+    def _evaluate(self) -> dict[str, float]:
+        config, data = self.config, self.data
+        self.model.eval()
+        val_loss, val_acc = evaluate_split(
+            self.model,
+            data.val_x,
+            data.val_y,
+            self.augmenter.eval_batch,
+            batch_size=config.eval_batch_size,
+            autocast_dtype=self.autocast_dtype,
+        )
+        if self._memorisation_index is not None:
+            index = self._memorisation_index
+            predicted = predictions(
+                self.model,
+                data.train_x[index],
+                self.augmenter.eval_batch,
+                batch_size=config.eval_batch_size,
+                autocast_dtype=self.autocast_dtype,
+            )
+            memorisation = memorisation_fraction(predicted, data.train_y[index])
+        else:
+            memorisation = torch.full((), math.nan, device=self.device, dtype=torch.float64)
+        self.model.train()
+        steps = max(1, self._train_steps_since_eval)
+        seen = steps * config.batch_size
+        # The one host sync of an evaluation.
+        train_loss, train_correct, v_loss, v_acc, mem = torch.stack(
+            [
+                self._train_loss_sum / steps,
+                self._train_correct.double() / seen,
+                val_loss.double(),
+                val_acc.double(),
+                memorisation,
+            ]
+        ).tolist()
+        self._train_loss_sum.zero_()
+        self._train_correct.zero_()
+        self._train_steps_since_eval = 0
+        if not (math.isfinite(train_loss) and math.isfinite(v_loss)):
+            raise TrainingDiverged(
+                f"training diverged at step {self.step}: train loss {train_loss}, val loss "
+                f"{v_loss}; lower the learning rate (lr={config.lr}) or use fp32."
+            )
+        self.resetter.observe(val_loss=v_loss, val_acc=v_acc)
+        return {
+            names.STEP: float(self.step),
+            names.TRAIN_LOSS: train_loss,
+            names.TRAIN_ACC: train_correct,
+            names.VAL_LOSS: v_loss,
+            names.VAL_ACC: v_acc,
+            names.MEMORISATION: mem,
+            names.LR: float(self.optimizer.param_groups[0]["lr"]),
+            names.RESET_COUNT: float(self.resetter.num_resets),
+            names.RESET_ARMED: 1.0 if self.resetter.armed else 0.0,
+        }
+
+    def _test_accuracy(self) -> float:
+        self.model.eval()
+        _, acc = evaluate_split(
+            self.model,
+            self.data.test_x,
+            self.data.test_y,
+            self.augmenter.eval_batch,
+            batch_size=self.config.eval_batch_size,
+            autocast_dtype=self.autocast_dtype,
+        )
+        return float(acc)
+
+    def _finish(self) -> TrainResult:
+        r = self.resetter
+        if r.best_step is None:
+            raise RuntimeError("the run ended before its first evaluation; nothing to report")
+        final_test_acc = self._test_accuracy()
+        r.copy_best_to_()
+        test_acc = self._test_accuracy()
+        return TrainResult(
+            test_acc=test_acc,
+            final_test_acc=final_test_acc,
+            best_step=int(r.best_step),
+            best_val_loss=float(r.best_val_loss),
+            best_val_acc=float(r.best_val_acc),
+            num_resets=r.num_resets,
+            reset_steps=list(r.reset_steps),
+            armed_step=r.armed_step,
+            checkpoint_step=r.checkpoint_step,
+            steps_completed=self.step,
+            stopped_early=self._stop_reason,
+            wall_time_s=self.elapsed_s,
+            steps_per_s=self.step / max(self.elapsed_s, 1e-9),
+            history=list(self.history),
+            data=self.data.summary(),
+            config=self.config.to_dict(),
+            provenance=provenance(self.device),
+        )
+
+    # -- checkpointing ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The full training state; `load_state_dict` of it continues bit-exactly on CPU."""
+        return {
+            "version": _STATE_VERSION,
+            "config": self.config.to_dict(),
+            "data_fingerprint": self.data.fingerprint,
+            "step": self.step,
+            "elapsed_s": self.elapsed_s,
+            "history": [dict(h) for h in self.history],
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "resetter": self.resetter.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "augmenter": self.augmenter.state_dict(),
+            "train_loss_sum": self._train_loss_sum.clone(),
+            "train_correct": self._train_correct.clone(),
+            "train_steps_since_eval": self._train_steps_since_eval,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from `state_dict()` of the same configuration; checks before loading."""
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(f"training state version {state.get('version')!r} is not supported")
+        saved, current = state["config"], self.config.to_dict()
+        differing = sorted(
+            k for k in current if k not in _RESUMABLE_DIFFERENCES and saved.get(k) != current[k]
+        )
+        if differing:
+            raise ValueError(f"training state was saved with different settings: {differing}")
+        if state["data_fingerprint"] != self.data.fingerprint:
+            raise ValueError("training state was saved with different data (fingerprint differs)")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.resetter.load_state_dict(state["resetter"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.augmenter.load_state_dict(state["augmenter"])
+        self.step = int(state["step"])
+        self.elapsed_s = float(state["elapsed_s"])
+        self.history = [dict(h) for h in state["history"]]
+        self._train_loss_sum.copy_(state["train_loss_sum"])
+        self._train_correct.copy_(state["train_correct"])
+        self._train_steps_since_eval = int(state["train_steps_since_eval"])
+
+
+def train(
+    config: TrainConfig,
+    *,
+    callbacks: Sequence[Callback] = (),
+    data: DataSplits | None = None,
+    resume_state: Mapping[str, Any] | None = None,
+) -> TrainResult:
+    """Train one classifier with stochastic resetting as `config` says; see `TrainingRun`."""
+    run = TrainingRun(config, data=data)
+    if resume_state is not None:
+        run.load_state_dict(resume_state)
+    return run.run(callbacks)

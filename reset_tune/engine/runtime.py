@@ -1,0 +1,83 @@
+"""Where and how a run executes: device choice, deterministic kernels, provenance."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+from reset_tune.errors import ConfigError
+
+
+def resolve_device(spec: str) -> torch.device:
+    """`auto` picks the first GPU when there is one; an unavailable GPU is a user error."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {spec!r} was requested but no CUDA GPU is visible; use --device cpu."
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {spec!r} does not exist: {torch.cuda.device_count()} GPU(s) visible."
+            )
+    return device
+
+
+def configure_kernels(*, deterministic: bool, device: torch.device) -> None:
+    """Process-wide kernel settings. Deterministic kernels cost 10–40 % on a GPU (DESIGN.md §5)
+    but without them identical runs differ by more than the effects we compare."""
+    if deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic; must be set before its first use.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic and device.type == "cuda"
+    if device.type == "cuda":
+        # TF32 convolutions/matmuls: fast on Ampere+ and deterministic for a fixed algorithm.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def _git_commit() -> str | None:
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def provenance(device: torch.device) -> dict[str, str | None]:
+    """Code version, package versions and hardware, recorded with every result."""
+    import numpy
+    import torchvision
+
+    import reset_tune
+
+    return {
+        "reset_tune": reset_tune.__version__,
+        "commit": _git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "host": platform.node(),
+    }
