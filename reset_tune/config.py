@@ -43,7 +43,7 @@ class TrainConfig:
     sce_alpha: float = 0.1
     sce_beta: float = 1.0
     # optimisation
-    steps: int = 3000
+    steps: int = 2000
     eval_every: int = 50  # steps between evaluations on the validation split
     batch_size: int = 32
     lr: float = 0.05
@@ -55,11 +55,11 @@ class TrainConfig:
     lr_gamma: float = 0.1  # step schedule: decay factor
     precision: str = "fp32"  # bf16 = autocast on CUDA
     # resetting (DESIGN.md §1)
-    reset_prob: float = 0.0  # r: per-step probability of a reset once armed; 0 = baseline
+    reset_prob: float = 0.01  # r: per-step probability of a reset once armed; 0 = baseline
     reset_layers: str = (
         "all"  # all | head | a model group | glob over parameter names; comma-separated
     )
-    patience: int = 300  # steps without improvement of the checkpoint metric before arming
+    patience: int = 200  # steps without improvement of the checkpoint metric before arming
     warmup: int = 0  # no arming before this step
     checkpoint_metric: str = "val_loss"  # what picks θbest: val_loss | val_acc
     adaptive: bool = True  # after arming, each new θbest becomes θc

@@ -206,7 +206,8 @@ def build_splits(
     fingerprint = _fingerprint(dataset.name, [train_x, train_y, val_x, val_y, test_x, test_y])
 
     def to_device(array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array)).to(device)
+        # Writable and contiguous: a read-only array (e.g. a cached dataset) would be shared.
+        return torch.from_numpy(np.require(array, requirements=["C", "W"])).to(device)
 
     return DataSplits(
         dataset_name=dataset.name,

@@ -45,7 +45,7 @@ def test_help_documents_every_setting(capsys):
         (["--lr", "abc"], "--lr"),
         (["--frobnicate"], "--frobnicate"),
         (["--config", "/nonexistent/spec.yaml"], "/nonexistent/spec.yaml"),
-        (["--baseline"], "--reset-prob"),
+        (["--baseline", "--reset-prob", "0"], "--reset-prob"),
         (["--dataset", "cifar10", "--data-root", "/nonexistent"], "/nonexistent"),
     ],
 )
