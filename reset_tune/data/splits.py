@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import torch
@@ -42,6 +42,8 @@ class DataSplits:
     val_wrong_fraction: float  # measured on the validation labels in use (0 with clean_val)
     clean_val: bool
     fingerprint: str
+    # What produced these splits (the engine's data settings); runs check it before sharing.
+    settings: dict = field(default_factory=dict)
 
     def to(self, device: torch.device | str) -> DataSplits:
         """These splits on `device` (self when already there): prepared once, shared by runs."""

@@ -45,6 +45,17 @@ _STATE_VERSION = 1
 _RESUMABLE_DIFFERENCES = frozenset({"device", "data_root", "download", "eval_batch_size"})
 
 
+# The settings that determine a run's data: runs agreeing on these can share one DataSplits.
+DATA_SETTINGS = (
+    "dataset", "data_root", "label_file", "image_size", "noise", "val_fraction", "clean_val",
+    "train_subset", "augment", "seed",
+)  # fmt: skip
+
+
+def data_settings(config: TrainConfig) -> dict[str, Any]:
+    return {key: getattr(config, key) for key in DATA_SETTINGS}
+
+
 def prepare_data(config: TrainConfig, device: torch.device | str = "cpu") -> DataSplits:
     """Load the dataset, inject the label noise and carve the splits, as `config` says."""
     noise = parse_noise_spec(config.noise)
@@ -55,7 +66,7 @@ def prepare_data(config: TrainConfig, device: torch.device | str = "cpu") -> Dat
         label_file=config.label_file,
         image_size=config.image_size,
     )
-    return build_splits(
+    splits = build_splits(
         dataset,
         noise=noise,
         seed=config.seed,
@@ -65,6 +76,8 @@ def prepare_data(config: TrainConfig, device: torch.device | str = "cpu") -> Dat
         augment=config.augment,
         device=device,
     )
+    splits.settings = data_settings(config)
+    return splits
 
 
 class TrainingRun:
@@ -76,6 +89,11 @@ class TrainingRun:
         if config.precision == "bf16" and self.device.type != "cuda":
             raise ConfigError("precision bf16 needs a CUDA device; use --precision fp32 on CPU.")
         configure_kernels(deterministic=config.deterministic, device=self.device)
+        if data is not None and data.settings != data_settings(config):
+            differing = sorted(
+                k for k, v in data_settings(config).items() if data.settings.get(k) != v
+            )
+            raise ValueError(f"the data given were prepared with other settings: {differing}")
         self.data = prepare_data(config, self.device) if data is None else data.to(self.device)
         n_train = int(self.data.train_y.shape[0])
         if config.batch_size > n_train:

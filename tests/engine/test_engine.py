@@ -161,3 +161,10 @@ def test_global_rng_is_left_alone(digits_data):
     torch.manual_seed(123)
     train(TrainConfig(**{**FAST, "steps": 20}), data=digits_data)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_shared_data_must_match_the_run_settings(digits_data):
+    with pytest.raises(ValueError, match="seed"):
+        TrainingRun(TrainConfig(**FAST, seed=5), data=digits_data)
+    # Settings that do not touch the data (here r and lr) may share it.
+    TrainingRun(TrainConfig(**{**FAST, "lr": 0.01}, reset_prob=0.3), data=digits_data)
