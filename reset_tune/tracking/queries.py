@@ -1,0 +1,110 @@
+"""The read side: finished searches and their trials from MLflow, as plain dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from reset_tune.tracking import names
+from reset_tune.tracking._delivery import configure_http_client
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One MLflow run: identity, status, params, tags and each metric's latest value."""
+
+    run_id: str
+    run_name: str
+    experiment_id: str
+    status: str  # RUNNING | FINISHED | FAILED | KILLED | SCHEDULED
+    start_time: int | None  # ms since the epoch
+    end_time: int | None
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def parent_run_id(self) -> str | None:
+        return self.tags.get(names.MLFLOW_PARENT_RUN_ID)
+
+    @property
+    def search_id(self) -> str | None:
+        return self.tags.get(names.SEARCH_ID)
+
+    @property
+    def trial_id(self) -> str | None:
+        return self.tags.get(names.TRIAL_ID)
+
+
+def _client(tracking_uri: str):
+    configure_http_client()
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _summary(run) -> RunSummary:
+    info, data = run.info, run.data
+    return RunSummary(
+        run_id=info.run_id,
+        run_name=info.run_name,
+        experiment_id=info.experiment_id,
+        status=info.status,
+        start_time=info.start_time,
+        end_time=info.end_time,
+        params=dict(data.params),
+        metrics=dict(data.metrics),
+        tags=dict(data.tags),
+    )
+
+
+def _search(client, experiment_ids: list[str], filter_string: str) -> list[RunSummary]:
+    runs: list[RunSummary] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            experiment_ids,
+            filter_string=filter_string,
+            max_results=1000,
+            order_by=["attributes.start_time ASC", "attributes.run_name ASC"],
+            page_token=token,
+        )
+        runs.extend(_summary(run) for run in page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _experiment_ids(client, experiment_name: str | None) -> list[str]:
+    if experiment_name is not None:
+        experiment = client.get_experiment_by_name(experiment_name)
+        return [] if experiment is None else [experiment.experiment_id]
+    return [e.experiment_id for e in client.search_experiments()]
+
+
+def find_search_runs(tracking_uri: str, experiment_name: str | None = None) -> list[RunSummary]:
+    """Parent runs of searches (tag `reset_tune.kind = search`), oldest first (ties by name)."""
+    client = _client(tracking_uri)
+    ids = _experiment_ids(client, experiment_name)
+    if not ids:
+        return []
+    return _search(client, ids, f"tags.`{names.KIND}` = '{names.KIND_SEARCH}'")
+
+
+def trial_runs(tracking_uri: str, parent_run_id: str) -> list[RunSummary]:
+    """Trials nested under a search's parent run (tag `mlflow.parentRunId`), oldest first.
+
+    Runs started in the same millisecond come by name (`trial-0001` before `trial-0002`).
+    """
+    client = _client(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    return _search(
+        client,
+        [parent.info.experiment_id],
+        f"tags.`{names.MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'",
+    )
+
+
+def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) of every point of one metric, by step."""
+    points = _client(tracking_uri).get_metric_history(run_id, key)
+    return sorted((m.step, m.value) for m in points)
