@@ -243,6 +243,15 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         _print_summary(results, out)
+    for label, result in results.items():
+        if result.config["reset_prob"] > 0 and result.armed_step is None:
+            # DESIGN.md §1 lessons: resetting only acts once memorisation starts.
+            print(
+                f"note: in '{label}' resetting never armed: validation kept improving until the "
+                f"last step, so this run was plain SGD. Train longer (--steps), use a smaller "
+                f"training set (--train-subset) or a shorter --patience.",
+                file=sys.stderr,
+            )
     return 0
 
 

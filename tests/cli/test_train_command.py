@@ -139,3 +139,47 @@ def test_rerun_from_a_result_json(tmp_path):
     a = json.loads((first / "result.json").read_text())
     b = json.loads((again / "result.json").read_text())
     assert a["config"] == b["config"] and a["test_acc"] == b["test_acc"]
+
+
+def test_warns_when_resetting_never_armed(tmp_path, capsys):
+    # 40 steps is far too short for memorisation on digits; patience 1000 cannot elapse.
+    code = main(
+        [
+            "train",
+            "--model",
+            "mlp",
+            "--steps",
+            "40",
+            "--eval-every",
+            "20",
+            "--patience",
+            "1000",
+            "--quiet",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "resetting never armed" in err and "--steps" in err
+
+
+def test_no_warning_when_resetting_armed(tmp_path, capsys):
+    code = main(
+        [
+            "train",
+            "--model",
+            "mlp",
+            "--steps",
+            "40",
+            "--eval-every",
+            "20",
+            "--patience",
+            "0",
+            "--quiet",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert code == 0
+    assert "never armed" not in capsys.readouterr().err
