@@ -141,45 +141,18 @@ def test_rerun_from_a_result_json(tmp_path):
     assert a["config"] == b["config"] and a["test_acc"] == b["test_acc"]
 
 
+def short_mlp_run(out: Path, *, patience: int) -> int:
+    return main(["train", "--model", "mlp", "--steps", "40", "--eval-every", "20",
+                 "--patience", str(patience), "--quiet", "--out", str(out)])  # fmt: skip
+
+
 def test_warns_when_resetting_never_armed(tmp_path, capsys):
     # 40 steps is far too short for memorisation on digits; patience 1000 cannot elapse.
-    code = main(
-        [
-            "train",
-            "--model",
-            "mlp",
-            "--steps",
-            "40",
-            "--eval-every",
-            "20",
-            "--patience",
-            "1000",
-            "--quiet",
-            "--out",
-            str(tmp_path / "o"),
-        ]
-    )
-    assert code == 0
+    assert short_mlp_run(tmp_path / "o", patience=1000) == 0
     err = capsys.readouterr().err
     assert "resetting never armed" in err and "--steps" in err
 
 
 def test_no_warning_when_resetting_armed(tmp_path, capsys):
-    code = main(
-        [
-            "train",
-            "--model",
-            "mlp",
-            "--steps",
-            "40",
-            "--eval-every",
-            "20",
-            "--patience",
-            "0",
-            "--quiet",
-            "--out",
-            str(tmp_path / "o"),
-        ]
-    )
-    assert code == 0
+    assert short_mlp_run(tmp_path / "o", patience=0) == 0
     assert "never armed" not in capsys.readouterr().err
