@@ -120,13 +120,14 @@ def enqueue_configurations(
     return queued
 
 
-def make_sampler(spec: SearchSpec) -> optuna.samplers.TPESampler:
+def make_sampler(spec: SearchSpec, *, seed_offset: int = 0) -> optuna.samplers.TPESampler:
     """Multivariate TPE over the spec's conditional space, seeded by ``spec.sampler.seed``.
 
     ``group=True`` splits the space into the subspaces trials actually share (the switch and
     the unconditional params; r with its sub-parameters), so the joint model of the reset
     settings is fitted on resetting trials only instead of falling back to independent
     sampling. ``constant_liar`` keeps concurrent trials from being sent to the same point.
+    `seed_offset` shifts the seed (for a resumed search, so its draws differ from the first run's).
     """
     with warnings.catch_warnings():
         # `group` is marked experimental (since Optuna 2.8); the warning says nothing actionable.
@@ -136,5 +137,5 @@ def make_sampler(spec: SearchSpec) -> optuna.samplers.TPESampler:
             group=True,
             constant_liar=True,
             n_startup_trials=spec.sampler.startup_trials,
-            seed=spec.sampler.seed,
+            seed=None if spec.sampler.seed is None else spec.sampler.seed + seed_offset,
         )

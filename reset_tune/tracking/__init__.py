@@ -12,7 +12,13 @@ MLflow itself is imported lazily, on first use.
 from reset_tune.tracking import names
 from reset_tune.tracking.mlflow_sink import MlflowSink, SinkStats, default_outbox_dir
 from reset_tune.tracking.outbox import ReplayReport, replay_outbox
-from reset_tune.tracking.queries import RunSummary, find_search_runs, metric_history, trial_runs
+from reset_tune.tracking.queries import (
+    RunSummary,
+    find_search_runs,
+    metric_history,
+    run_url,
+    trial_runs,
+)
 from reset_tune.tracking.records import (
     config_from_params,
     config_tags,
@@ -49,6 +55,7 @@ __all__ = [
     "replay_outbox",
     "result_artifacts",
     "resolve_tracking_uri",
+    "run_url",
     "result_tags",
     "start_local_server",
     "string_params",

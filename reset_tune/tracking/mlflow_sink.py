@@ -43,6 +43,7 @@ from reset_tune.tracking.records import string_params, string_tags, truncate
 from reset_tune.tracking.sink import (
     Artifacts,
     StepMetrics,
+    check_run_key,
     check_status,
     metric_value,
     trial_run_name,
@@ -182,6 +183,7 @@ class MlflowSink:
         tags: Mapping[str, str] | None = None,
         run_name: str | None = None,
         experiment_name: str | None = None,
+        run_key: str | None = None,
     ) -> str:
         all_tags = {
             **string_tags(tags),
@@ -194,6 +196,7 @@ class MlflowSink:
             all_tags,
             string_params(params),
             parent=None,
+            run_key=run_key,
         )
 
     def start_trial(
@@ -204,6 +207,7 @@ class MlflowSink:
         params: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
         run_name: str | None = None,
+        run_key: str | None = None,
     ) -> str:
         parent = self._state(parent_run_id)
         all_tags = {
@@ -220,6 +224,7 @@ class MlflowSink:
             all_tags,
             string_params(params),
             parent=parent,
+            run_key=run_key,
         )
 
     def log_metrics(self, run_id: str, metrics_by_step: Sequence[StepMetrics]) -> None:
@@ -359,17 +364,23 @@ class MlflowSink:
         tags: dict[str, str],
         params: dict[str, str],
         parent: _RunState | None,
+        run_key: str | None = None,
     ) -> str:
-        run_key = uuid.uuid4().hex
+        if run_key is not None:
+            check_run_key(run_key)
         record = RunRecord(
-            run_key=run_key,
+            run_key=run_key or uuid.uuid4().hex,
             experiment_name=experiment_name,
             run_name=run_name,
             start_time=_now_ms(),
             tags=tags,
             parent_key=parent.record.run_key if parent is not None else None,
             artifact_location=self.artifact_location,
+            # A caller's key names a run that may exist already (a resumed search, `sync`):
+            # look it up before creating one.
+            create_attempted=run_key is not None,
         )
+        run_key = record.run_key
         state = _RunState(record)
         state.ops.extend(_chunked(PARAMS, params))
         with self._lock:

@@ -108,3 +108,15 @@ def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, 
     """(step, value) of every point of one metric, by step."""
     points = _client(tracking_uri).get_metric_history(run_id, key)
     return sorted((m.step, m.value) for m in points)
+
+
+def run_url(tracking_uri: str, run_id: str) -> str | None:
+    """The MLflow UI page of a run (None for a server-less URI such as sqlite:///)."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return None
+    base = tracking_uri.rstrip("/")
+    try:
+        experiment_id = _client(tracking_uri).get_run(run_id).info.experiment_id
+    except Exception:  # noqa: BLE001 - the server is down: the UI's front page is still right
+        return base
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"

@@ -23,6 +23,7 @@ errors (an unknown handle, a status that is not one of `END_STATUSES`, a non-num
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,8 +49,13 @@ class TrackingSink(Protocol):
         tags: Mapping[str, str] | None = None,
         run_name: str | None = None,
         experiment_name: str | None = None,
+        run_key: str | None = None,
     ) -> str:
-        """Called once when a search starts, before any trial. Returns the parent run's handle."""
+        """Called once when a search starts, before any trial. Returns the parent run's handle.
+
+        A `run_key` (see `check_run_key`) names the run durably: a run recorded earlier under
+        the same key (by a search that was interrupted, or by `sync`) is continued, not doubled.
+        """
         ...
 
     def start_trial(
@@ -60,6 +66,7 @@ class TrackingSink(Protocol):
         params: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
         run_name: str | None = None,
+        run_key: str | None = None,
     ) -> str:
         """Called when a trial starts (after `start_search`), with its resolved parameters.
 
@@ -118,6 +125,19 @@ def check_status(status: str) -> str:
     return status
 
 
+_RUN_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def check_run_key(run_key: str) -> str:
+    """A caller-chosen run key: letters, digits, '.', '_', '-' (it also names outbox files)."""
+    if not isinstance(run_key, str) or not _RUN_KEY.match(run_key):
+        raise ValueError(
+            f"run key {run_key!r} must be 1-200 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return run_key
+
+
 def metric_value(key: str, value: Any) -> float:
     """A metric value as a float (bools count as 0/1; NaN and infinities are kept)."""
     if isinstance(value, bool):
@@ -150,6 +170,7 @@ class RecordedRun:
     artifacts: dict[str, bytes | str] = field(default_factory=dict)
     status: str | None = None  # None while running
     failure_reason: str | None = None
+    run_key: str | None = None
 
 
 class MemorySink:
@@ -168,6 +189,16 @@ class MemorySink:
             self.runs[run_id] = RecordedRun(run_id=run_id, **kwargs)
         return run_id
 
+    def _by_key(self, run_key: str | None) -> str | None:
+        if run_key is None:
+            return None
+        check_run_key(run_key)
+        with self._lock:
+            for run in self.runs.values():
+                if run.run_key == run_key:
+                    return run.run_id
+        return None
+
     def _run(self, run_id: str) -> RecordedRun:
         try:
             return self.runs[run_id]
@@ -175,8 +206,18 @@ class MemorySink:
             raise ValueError(f"unknown run handle {run_id!r}") from None
 
     def start_search(
-        self, search_id, *, params=None, tags=None, run_name=None, experiment_name=None
+        self,
+        search_id,
+        *,
+        params=None,
+        tags=None,
+        run_name=None,
+        experiment_name=None,
+        run_key=None,
     ):
+        existing = self._by_key(run_key)
+        if existing is not None:
+            return existing
         tags = {**(tags or {}), names.KIND: names.KIND_SEARCH, names.SEARCH_ID: str(search_id)}
         return self._new(
             kind=names.KIND_SEARCH,
@@ -185,10 +226,16 @@ class MemorySink:
             parent_run_id=None,
             params=dict(params or {}),
             tags=tags,
+            run_key=run_key,
         )
 
-    def start_trial(self, parent_run_id, trial_id, *, params=None, tags=None, run_name=None):
+    def start_trial(
+        self, parent_run_id, trial_id, *, params=None, tags=None, run_name=None, run_key=None
+    ):
         parent = self._run(parent_run_id)
+        existing = self._by_key(run_key)
+        if existing is not None:
+            return existing
         tags = {
             **(tags or {}),
             names.KIND: names.KIND_TRIAL,
@@ -202,6 +249,7 @@ class MemorySink:
             parent_run_id=parent_run_id,
             params=dict(params or {}),
             tags=tags,
+            run_key=run_key,
         )
 
     def log_metrics(self, run_id, metrics_by_step):

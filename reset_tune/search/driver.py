@@ -1,0 +1,601 @@
+"""The search driver: a Ray Tune `Tuner` with `OptunaSearch`, every trial tracked in MLflow.
+
+One call of `run_search` is one *segment* of a search: a `Tuner.fit()` over the trials still to
+run. The search's state lives in the state directory (`reset_tune.state`)::
+
+    searches/<SEARCH_ID>/search.json     the record (spec, segments, best, MLflow parent run)
+    searches/<SEARCH_ID>/tune/<segment>/ Ray Tune's results and checkpoints, one folder a trial
+    searches/<SEARCH_ID>/outbox/         what MLflow could not take yet (`sync` replays it)
+    optuna.db                            the Optuna study, named SEARCH_ID (or --storage URL)
+
+`--resume` continues a search: the study is loaded from its storage (so TPE keeps everything it
+learned), trials the interrupted segment left running are queued again with their parameters and
+continue from their last Tune checkpoint, and the new segment runs until the study holds the
+target number of finished trials (`--trials` raises the target of a finished search).
+
+The data of each seed are prepared once, here, and shipped to every node's object store through
+`tune.with_parameters`; trials on a node read them from there instead of rebuilding them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import optuna
+import yaml
+
+from reset_tune import __version__
+from reset_tune.config import TrainConfig
+from reset_tune.engine import prepare_data
+from reset_tune.engine.runtime import provenance
+from reset_tune.errors import ConfigError, ResetTuneError
+from reset_tune.search.record import (
+    FINISHED,
+    INTERRUPTED,
+    RUNNING,
+    SearchRecord,
+    Segment,
+    find_search,
+    new_search_id,
+    search_directory,
+)
+from reset_tune.search.report import SearchReport, best_config_text, outcomes, param_importances
+from reset_tune.search.space import enqueue_configurations, make_sampler, space_function
+from reset_tune.search.spec import AshaScheduler, Categorical, SearchSpec, load_spec
+from reset_tune.search.trainable import (
+    OBJECTIVE,
+    RUNNING_OBJECTIVE,
+    TrialSetup,
+    params_key,
+    run_trial,
+    trial_threads,
+)
+from reset_tune.search.tune_files import INTERRUPTED as TRIAL_INTERRUPTED
+from reset_tune.search.tune_files import read_experiment
+from reset_tune.state import mlflow_dir, optuna_storage_url
+from reset_tune.tracking import (
+    MlflowSink,
+    TrackingSink,
+    resolve_tracking_uri,
+    run_url,
+    string_params,
+)
+from reset_tune.tracking.names import FAILED as RUN_FAILED
+from reset_tune.tracking.names import FINISHED as RUN_FINISHED
+from reset_tune.tracking.names import KILLED as RUN_KILLED
+
+DONE_STATES = ("COMPLETE", "PRUNED", "FAIL")
+
+
+class SearchFailed(ResetTuneError):
+    """The search could not run (cluster, storage); the message says what and how to fix it."""
+
+
+@dataclass
+class SearchOptions:
+    """Everything `reset-tune search` takes besides the spec."""
+
+    state: Path
+    address: str | None = None  # Ray cluster; None: $RAY_ADDRESS, `reset-tune up`'s, or a new one
+    mlflow_uri: str | None = None  # None: $MLFLOW_TRACKING_URI or the embedded local server
+    storage: str | None = None  # Optuna RDB URL; None: sqlite in the state directory
+    resume: bool = False
+    search_id: str | None = None  # with resume: which search (default: the spec's latest)
+    trials: int | None = None  # target number of finished trials (default: the spec's)
+    seed_configs: str | None = None  # a YAML/JSON file, or a previous search id
+    max_failures: int = 2  # Tune retries per trial after a worker or node dies
+    checkpoint_every: int = 5  # evaluations between trial checkpoints
+    tune_storage: str | None = None  # where Tune keeps trial files; shared across nodes
+    stream: TextIO | None = None  # progress (default stdout)
+    tracking: TrackingSink | None = None  # None: an MlflowSink; tests may pass a MemorySink
+
+
+@dataclass
+class SearchOutcome:
+    record: SearchRecord
+    report: SearchReport
+
+
+def experiment_name(spec: SearchSpec) -> str:
+    """The MLflow experiment (and search-id prefix): the spec's `name`, else its file's stem."""
+    if "name" in spec.model_fields_set:
+        return spec.name
+    stem = Path(spec.source).stem
+    return stem if stem and stem != "search spec" else spec.name
+
+
+def run_search(spec_path: str | os.PathLike | None, options: SearchOptions) -> SearchOutcome:
+    """Run (or resume) a search; returns its record and report. See the module docstring."""
+    out = options.stream or sys.stdout
+    record, spec = _open_search(spec_path, options)
+    say = _printer(out)
+    say(f"search {record.search_id}: {spec.description or spec.source}")
+
+    if options.tracking is not None:
+        tracking_uri, server = record.tracking_uri or "memory", None
+    else:
+        explicit = options.mlflow_uri or _recorded_uri(record, options)
+        tracking_uri, server = resolve_tracking_uri(explicit, mlflow_dir(options.state))
+        record.tracking_explicit = server is None
+    if server is not None and server.started:
+        say(f"started the local MLflow server at {server.uri} (state in {server.state_dir})")
+    record.tracking_uri = tracking_uri
+    sink = options.tracking or MlflowSink(
+        tracking_uri, record.experiment_name, outbox_dir=record.outbox_dir
+    )
+    study = _open_study(spec, record, options)
+    try:
+        parent = sink.start_search(
+            record.search_id,
+            params=_search_params(spec),
+            tags=_search_tags(spec, record),
+            run_name=record.search_id,
+            run_key=record.search_id,
+        )
+        with _ray_connection(options.address, options.state, say):
+            _run_segment(spec, record, study, sink, parent, options, say)
+        report = build_report(spec, record, study, search_finished=True)
+        report.tracking_uri = tracking_uri
+        _finish_search(sink, parent, spec, record, report)
+        sink.flush(timeout_s=30.0)
+        run_id = getattr(sink, "mlflow_run_id", lambda _h: None)(parent)
+        record.mlflow_parent_run_id = run_id
+        report.mlflow_url = run_url(tracking_uri, run_id) if run_id else None
+        record.status = FINISHED
+        best = report.best
+        record.best = None if best is None else {"label": best.label, "config": best.config}
+        record.save()
+        return SearchOutcome(record=record, report=report)
+    except BaseException:
+        if record.status == RUNNING:
+            record.status = INTERRUPTED
+            record.save()
+        raise
+    finally:
+        sink.close()
+
+
+# -- opening a search ----------------------------------------------------------------------------
+def _open_search(
+    spec_path: str | os.PathLike | None, options: SearchOptions
+) -> tuple[SearchRecord, SearchSpec]:
+    if options.trials is not None and options.trials < 1:
+        raise ConfigError(f"--trials must be at least 1, got {options.trials}")
+    if options.resume:
+        name = None
+        if spec_path is not None and options.search_id is None:
+            name = experiment_name(load_spec(spec_path))
+        record = find_search(options.state, options.search_id, spec_name=name)
+        spec = SearchSpec.from_dict(record.spec, source=record.spec_source)
+        if spec_path is not None:
+            given = load_spec(spec_path)
+            if given.model_dump() != spec.model_dump():
+                raise ConfigError(
+                    f"{spec_path}: the spec differs from the one search {record.search_id} "
+                    "started with; resume without the SPEC argument, or start a new search"
+                )
+        if options.seed_configs:
+            raise ConfigError("--seed-configs applies to a new search, not to --resume")
+        if options.trials is not None:
+            record.target_trials = options.trials
+        record.status = RUNNING
+        return record, spec
+    if spec_path is None:
+        raise ConfigError("give a search spec file (e.g. search_spaces/default.yaml)")
+    spec = load_spec(spec_path)
+    name = experiment_name(spec)
+    search_id = new_search_id(name)
+    directory = search_directory(options.state, search_id)
+    directory.mkdir(parents=True, exist_ok=False)
+    record = SearchRecord(
+        search_id=search_id,
+        experiment_name=name,
+        spec=spec.model_dump(mode="json"),
+        spec_source=str(spec.source),
+        spec_text=Path(spec_path).read_text(),
+        tracking_uri="",
+        optuna_storage=options.storage or optuna_storage_url(options.state),
+        target_trials=options.trials or spec.trials,
+        directory=str(directory),
+    )
+    record.save()
+    return record, spec
+
+
+def _recorded_uri(record: SearchRecord, options: SearchOptions) -> str | None:
+    """A resumed search keeps a tracking server it was given (the embedded one is found anew)."""
+    if options.resume and record.tracking_explicit:
+        return record.tracking_uri
+    return None
+
+
+def _open_study(spec: SearchSpec, record: SearchRecord, options: SearchOptions) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        storage = optuna.storages.RDBStorage(record.optuna_storage)
+    except Exception as error:  # noqa: BLE001 - any driver/URL problem: one clear message
+        raise SearchFailed(
+            f"cannot open the Optuna storage {record.optuna_storage!r}: {error}; give a "
+            "reachable database URL with --storage (sqlite:///FILE or postgresql://...)"
+        ) from None
+    study = optuna.create_study(
+        study_name=record.search_id,
+        storage=storage,
+        sampler=make_sampler(spec),
+        direction=spec.objective.direction,
+        load_if_exists=True,
+    )
+    if not options.resume and options.seed_configs:
+        configs, source = _seed_configs(options.seed_configs, options.state)
+        queued = enqueue_configurations(study, spec, configs, source=source)
+        _printer(options.stream or sys.stdout)(
+            f"queued {len(queued)} known configuration(s) from {source} first"
+        )
+    return study
+
+
+def _seed_configs(value: str, state: Path) -> tuple[list[dict[str, Any]], str]:
+    """Configurations to try first: a YAML/JSON list file, or a previous search's best ones."""
+    path = Path(value)
+    if path.exists():
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML/JSON: {error}") from None
+        if isinstance(loaded, dict):
+            loaded = [loaded]
+        if not isinstance(loaded, list) or not all(isinstance(c, dict) for c in loaded):
+            raise ConfigError(
+                f"{path}: must hold a list of configurations (mappings of parameter: value)"
+            )
+        return loaded, str(path)
+    try:
+        previous = find_search(state, value)
+    except ConfigError:
+        raise ConfigError(
+            f"--seed-configs {value!r}: neither a file nor a search id in {state}; give a "
+            "YAML/JSON file of configurations or the id of a previous search"
+        ) from None
+    spec = SearchSpec.from_dict(previous.spec, source=previous.spec_source)
+    trials = [t for seg in previous.segments for t in read_experiment(previous.tune_dir / seg.name)]
+    report_trials = outcomes(spec, trials, numbers=previous.trial_numbers, search_finished=True)
+    ranked = SearchReport(
+        previous.search_id, spec.objective.metric, spec.mode, report_trials, {}
+    ).ranked()
+    configs = []
+    for t in ranked[:5]:
+        configs.append({k: v for k, v in t.params.items()})
+    if not configs:
+        raise ConfigError(f"--seed-configs {value!r}: that search has no complete trial")
+    return configs, f"search {value}"
+
+
+# -- the Tune segment ----------------------------------------------------------------------------
+def _run_segment(
+    spec: SearchSpec,
+    record: SearchRecord,
+    study: optuna.Study,
+    sink: TrackingSink,
+    parent: str,
+    options: SearchOptions,
+    say,
+) -> None:
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+    from ray.tune.schedulers import ASHAScheduler
+
+    from reset_tune.search.searcher import TrialSearch
+    from reset_tune.search.tracker import ProgressPrinter, TrialTracker
+
+    resume_from = _requeue_interrupted(spec, record, study, sink, parent, say)
+    done = _finished_count(study)
+    remaining = record.target_trials - done
+    if remaining <= 0:
+        say(f"the study already has {done} finished trial(s) (target {record.target_trials})")
+        return
+
+    data = _shared_data(spec)
+    setup = TrialSetup(
+        spec=spec,
+        data=data,
+        checkpoint_every=options.checkpoint_every,
+        threads=trial_threads(spec.resources.cpus),
+        resume_from=resume_from,
+    )
+    searcher = TrialSearch(
+        space=space_function(spec),
+        metric=OBJECTIVE,
+        mode=spec.mode,
+        # Seeded past the trials already in the study, so a resumed search does not replay
+        # the random start-up draws of the first segment.
+        sampler=make_sampler(spec, seed_offset=len(study.get_trials(deepcopy=False))),
+        study_name=record.search_id,
+        storage=optuna.storages.RDBStorage(record.optuna_storage),
+        steps_per_seed=int(TrainConfig.from_dict(spec.fixed).steps),
+    )
+
+    def number(trial_id: str) -> int | None:
+        found = searcher.trial_number(trial_id)
+        if found is None:
+            return record.trial_numbers.get(trial_id)
+        record.trial_numbers[trial_id] = found
+        return found
+
+    tracker = TrialTracker(
+        sink,
+        parent,
+        spec,
+        record.search_id,
+        tags=_trial_tags(spec, data),
+        trial_number=number,
+    )
+    progress = ProgressPrinter(
+        spec, total=record.target_trials, stream=options.stream, trial_number=number
+    )
+    progress.done = done
+    scheduler = None
+    if isinstance(spec.scheduler, AshaScheduler):
+        scheduler = ASHAScheduler(
+            time_attr="step",
+            metric=RUNNING_OBJECTIVE,
+            mode=spec.mode,
+            max_t=spec.max_t,
+            grace_period=spec.scheduler.grace_period,
+            reduction_factor=spec.scheduler.reduction_factor,
+        )
+    segment = Segment(
+        name=f"segment-{len(record.segments) + 1}", trials=remaining, started=time.time()
+    )
+    record.segments.append(segment)
+    record.save()
+    resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), resources)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=remaining,
+            max_concurrent_trials=spec.concurrency,
+        ),
+        run_config=tune.RunConfig(
+            name=segment.name,
+            storage_path=options.tune_storage or str(record.tune_dir),
+            failure_config=tune.FailureConfig(max_failures=options.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[tracker, progress, JsonLoggerCallback()],
+            verbose=0,
+        ),
+    )
+    say(
+        f"running {remaining} trial(s), {spec.concurrency} at a time, "
+        f"{spec.resources.cpus:g} CPU / {spec.resources.gpus:g} GPU each"
+    )
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        tracker.interrupt_running("the search was interrupted; `reset-tune search --resume`")
+        raise
+    finally:
+        record.save()
+    if tracker.has_running():
+        tracker.interrupt_running("the search ended before this trial finished")
+    segment.finished = True
+    record.save()
+
+
+def _finished_count(study: optuna.Study) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state.name in DONE_STATES)
+
+
+def _requeue_interrupted(
+    spec: SearchSpec,
+    record: SearchRecord,
+    study: optuna.Study,
+    sink: TrackingSink,
+    parent: str,
+    say,
+) -> dict[str, str]:
+    """Queue again what an interrupted segment left running; map their params to checkpoints.
+
+    The study marks such trials failed (their Tune trials will never report); each one's
+    parameters are enqueued so that it runs next, and its trainable continues from the last
+    checkpoint the interrupted trial saved. Their MLflow runs end as KILLED.
+    """
+    from reset_tune.search.tracker import trial_run_key
+
+    stale = [t for t in study.get_trials(deepcopy=False) if t.state.name in ("RUNNING", "WAITING")]
+    running = [t for t in stale if t.state.name == "RUNNING"]
+    for trial in running:
+        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(dict(trial.params))
+    resume_from: dict[str, str] = {}
+    for segment in record.segments:
+        if segment.finished:
+            continue
+        for trial in read_experiment(record.tune_dir / segment.name):
+            if trial.outcome(search_finished=False) != TRIAL_INTERRUPTED:
+                continue
+            checkpoint = trial.latest_checkpoint()
+            if checkpoint is not None:
+                resume_from[params_key(trial.params)] = str(checkpoint)
+            handle = sink.start_trial(
+                parent, trial.trial_id, run_key=trial_run_key(record.search_id, trial.trial_id)
+            )
+            sink.finish_trial(
+                handle, RUN_KILLED, failure_reason="the search was interrupted; re-run on resume"
+            )
+        segment.finished = True
+    if running:
+        say(
+            f"resuming: {len(running)} interrupted trial(s) queued again "
+            f"({len(resume_from)} continue from a checkpoint)"
+        )
+    return resume_from
+
+
+def _shared_data(spec: SearchSpec) -> dict[tuple[int, bool], Any]:
+    """The splits of each seed (and augmentation setting, when searched), prepared once."""
+    augment = spec.params.get("augment")
+    choices = augment.choices if isinstance(augment, Categorical) else [None]
+    data = {}
+    for seed in spec.seeds:
+        for choice in choices:
+            values = {**spec.fixed, "seed": seed}
+            if choice is not None:
+                values["augment"] = choice
+            config = TrainConfig.from_dict(values, source=f"{spec.source}: train")
+            data[(seed, config.augment)] = prepare_data(config, "cpu")
+    return data
+
+
+def _trial_tags(spec: SearchSpec, data: Mapping[Any, Any]) -> dict[str, str]:
+    from reset_tune.tracking import names
+
+    first = next(iter(data.values()))
+    tags = {names.DATA_FINGERPRINT: first.fingerprint, names.PACKAGE_VERSION: __version__}
+    commit = provenance_commit()
+    if commit:
+        tags[names.CODE_VERSION] = commit
+    return tags
+
+
+def provenance_commit() -> str | None:
+    import torch
+
+    return provenance(torch.device("cpu")).get("commit")
+
+
+# -- the parent run --------------------------------------------------------------------------------
+def _search_params(spec: SearchSpec) -> dict[str, Any]:
+    params: dict[str, Any] = {f"train.{k}": v for k, v in spec.train.items()}
+    params.update(
+        {
+            "objective": spec.objective.metric,
+            "trials": spec.trials,
+            "concurrency": spec.concurrency,
+            "seeds": ",".join(map(str, spec.seeds)),
+            "resources.cpus": spec.resources.cpus,
+            "resources.gpus": spec.resources.gpus,
+            "scheduler": spec.scheduler.type,
+            "sampler.seed": spec.sampler.seed,
+        }
+    )
+    for name, value in spec.params.items():
+        params[f"space.{name}"] = json.dumps(
+            value if not hasattr(value, "model_dump") else value.model_dump(exclude_none=True)
+        )
+    return string_params(params)
+
+
+def _search_tags(spec: SearchSpec, record: SearchRecord) -> dict[str, str]:
+    from reset_tune.tracking import config_tags, names
+
+    tags = config_tags({**spec.fixed})
+    tags[names.PACKAGE_VERSION] = __version__
+    tags["mlflow.note.content"] = spec.description or f"reset-tune search of {spec.source}"
+    return tags
+
+
+def build_report(
+    spec: SearchSpec, record: SearchRecord, study: optuna.Study | None, *, search_finished: bool
+) -> SearchReport:
+    trials = [t for seg in record.segments for t in read_experiment(record.tune_dir / seg.name)]
+    # A trial re-run on resume appears twice; the interrupted attempt is not an outcome.
+    listed = outcomes(spec, trials, numbers=record.trial_numbers, search_finished=search_finished)
+    listed = [t for t in listed if t.outcome != TRIAL_INTERRUPTED or not search_finished]
+    importances = param_importances(study) if study is not None else {}
+    return SearchReport(
+        search_id=record.search_id,
+        objective_metric=spec.objective.metric,
+        mode=spec.mode,
+        trials=listed,
+        importances=importances,
+    )
+
+
+def _finish_search(
+    sink: TrackingSink, parent: str, spec: SearchSpec, record: SearchRecord, report: SearchReport
+) -> None:
+    artifacts: dict[str, bytes | str] = {
+        "spec.yaml": record.spec_text,
+        "best_config.json": best_config_text(report),
+        "importances.json": json.dumps(report.importances, indent=2) + "\n",
+        "trials.json": json.dumps(report.to_json()["trials"], indent=2, default=str) + "\n",
+        "table.txt": report.table(top=len(report.trials)) + "\n",
+    }
+    if report.complete:
+        artifacts["comparison.png"] = report.comparison_plot()
+    tags = {}
+    best = report.best
+    if best is not None:
+        tags["reset_tune.best_trial"] = best.label
+    status = RUN_FINISHED if report.complete else RUN_FAILED
+    metrics = report.summary_metrics()
+    for name, value in report.importances.items():
+        metrics[f"importance/{name}"] = value
+    sink.finish_search(
+        parent,
+        status,
+        summary_metrics=metrics,
+        artifacts=artifacts,
+        tags=tags,
+        failure_reason=None if report.complete else "no trial completed",
+    )
+
+
+# -- the Ray connection ---------------------------------------------------------------------------
+@contextlib.contextmanager
+def _ray_connection(address: str | None, state: Path, say) -> Iterator[None]:
+    """Connect to the cluster `address` / $RAY_ADDRESS / `reset-tune up`'s, or start one here."""
+    import logging
+
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    from reset_tune.search.cluster import ensure_auth_mode, find_local_stack
+
+    # Tune's default loggers would copy the final row's full results into a CSV and TensorBoard
+    # files; the driver adds the JSON logger (the result files `sync` reads) itself.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    # The searcher's metric (`objective`) is in a trial's final row only, by design: a pruned
+    # trial must not hand Optuna a partial value. Tune would reject the other rows otherwise.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    target = address or os.environ.get("RAY_ADDRESS")
+    if not target:
+        stack = find_local_stack(state)
+        target = stack.gcs_address if stack is not None else None
+    ensure_auth_mode(target)
+    try:
+        if target:
+            ray.init(address=target, logging_level=logging.WARNING, log_to_driver=False)
+            say(f"connected to the Ray cluster at {target}")
+        else:
+            ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+            say("started a local Ray instance for this search (`reset-tune up` keeps one running)")
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise SearchFailed(
+            f"cannot connect to the Ray cluster at {target}: {error}; check --address / "
+            "RAY_ADDRESS, or leave both unset to use a local cluster"
+        ) from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _printer(stream: TextIO):
+    def say(text: str) -> None:
+        print(text, file=stream, flush=True)
+
+    return say

@@ -1,0 +1,310 @@
+"""Ray Tune callbacks of the driver: every trial into the tracking sink, and live progress.
+
+`TrialTracker` turns Tune's trial events into `TrackingSink` calls: a nested child run per trial
+(its resolved `TrainConfig` as parameters, identifying tags), each evaluation's metrics at its
+step, and at the end the summary metrics, the curve plot and the resolved config, with status
+FINISHED, FAILED (reason recorded) or KILLED (pruned). It runs in the driver process, where the
+sink's delivery thread batches everything into a few `log_batch` calls.
+
+Run keys are ``<search id>.<Tune trial id>``, so `sync` and a resumed search find the same run
+instead of making a second one.
+
+Tune pickles its callbacks with the experiment state; these hold live objects (a sink with a
+thread, an output stream), so what is pickled is an inert placeholder.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from ray.tune import Callback
+
+from reset_tune import names
+from reset_tune.search.spec import RESET_PROB, RESETTING, SearchSpec
+from reset_tune.search.trainable import (
+    FAILURE_REASON,
+    OBJECTIVE,
+    RESULT_JSON,
+    SEED_INDEX,
+    SUMMARY_KEYS,
+    WALL_TIME,
+    results_from_row,
+)
+from reset_tune.search.tune_files import metric_items
+from reset_tune.tracking import TrackingSink, config_tags
+from reset_tune.tracking.names import FAILED, FINISHED, KILLED
+
+OPTUNA_TRIAL_TAG = "reset_tune.optuna_trial"
+
+
+def trial_run_key(search_id: str, tune_trial_id: str) -> str:
+    return f"{search_id}.{tune_trial_id}"
+
+
+def trial_params(spec: SearchSpec, config: Mapping[str, Any]) -> dict[str, Any]:
+    """What a trial's MLflow run records as parameters: its resolved config and the switch.
+
+    With several seeds, ``seed`` is the first and ``seeds`` lists them all.
+    """
+    resolved = spec.config_for(config).to_dict()
+    params: dict[str, Any] = dict(resolved)
+    if spec.has_off_arm:
+        params[RESETTING] = config.get(RESETTING, "on" if resolved[RESET_PROB] > 0 else "off")
+    if len(spec.seeds) > 1:
+        params["seeds"] = ",".join(str(s) for s in spec.seeds)
+    return params
+
+
+def evaluation_metrics(row: Mapping[str, Any], *, seeds: int) -> dict[str, float]:
+    """One evaluation row as MLflow metrics: with several seeds, keys are ``seed<i>/<key>``."""
+    metrics = metric_items(dict(row))
+    for key in (names.STEP, "seed", SEED_INDEX):
+        metrics.pop(key, None)
+    if seeds > 1:
+        index = int(row.get(SEED_INDEX, 0))
+        metrics = {f"seed{index}/{k}": v for k, v in metrics.items()}
+    return metrics
+
+
+def summary_metrics(row: Mapping[str, Any]) -> dict[str, float]:
+    keys = (*SUMMARY_KEYS, WALL_TIME, OBJECTIVE)
+    return {k: float(row[k]) for k in keys if isinstance(row.get(k), int | float)}
+
+
+def trial_artifacts(row: Mapping[str, Any], label: str) -> dict[str, bytes | str]:
+    """The curve plot (one curve per seed), the resolved config and the full results."""
+    from reset_tune.plots import render_curves
+
+    results = results_from_row(row)
+    curves = {
+        (label if len(results) == 1 else f"{label} seed {r.config.get('seed')}"): r for r in results
+    }
+    return {
+        "curves.png": render_curves(curves),
+        "config.json": json.dumps(results[0].config, indent=2, sort_keys=True) + "\n",
+        "result.json": json.dumps([r.to_dict() for r in results], indent=2, default=str) + "\n",
+    }
+
+
+@dataclass
+class _TrialLog:
+    handle: str
+    label: str
+    logged: set[tuple[int, int]] = field(default_factory=set)
+    final: dict[str, Any] | None = None
+    failure: str | None = None
+    last_step: int = 0
+
+
+class TrialTracker(Callback):
+    """Records every trial of one search in `sink`, nested under the search's parent run."""
+
+    def __init__(
+        self,
+        sink: TrackingSink,
+        parent: str,
+        spec: SearchSpec,
+        search_id: str,
+        *,
+        tags: Mapping[str, str] | None = None,
+        trial_number: Callable[[str], int | None] | None = None,
+    ) -> None:
+        self.sink = sink
+        self.parent = parent
+        self.spec = spec
+        self.search_id = search_id
+        self.tags = dict(tags or {})
+        self.trial_number = trial_number or (lambda _trial_id: None)
+        self._trials: dict[str, _TrialLog] = {}
+        self._inert = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_inert": True}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    # -- Tune's hooks -----------------------------------------------------------------------------
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if self._inert or trial.trial_id in self._trials:
+            return
+        number = self.trial_number(trial.trial_id)
+        label = f"trial-{number:04d}" if number is not None else f"trial-{trial.trial_id}"
+        params = trial_params(self.spec, trial.config)
+        tags = {**self.tags, **config_tags(params)}
+        if number is not None:
+            tags[OPTUNA_TRIAL_TAG] = str(number)
+        handle = self.sink.start_trial(
+            self.parent,
+            trial.trial_id,
+            params=params,
+            tags=tags,
+            run_name=label,
+            run_key=trial_run_key(self.search_id, trial.trial_id),
+        )
+        self._trials[trial.trial_id] = _TrialLog(handle=handle, label=label)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        log = None if self._inert else self._trials.get(trial.trial_id)
+        if log is None:
+            return
+        if result.get(FAILURE_REASON):
+            log.failure = str(result[FAILURE_REASON])
+            return
+        if OBJECTIVE in result and RESULT_JSON in result:
+            log.final = dict(result)
+            return
+        if names.STEP not in result:
+            return
+        key = (int(result.get(SEED_INDEX, 0)), int(result[names.STEP]))
+        if key in log.logged:
+            return  # re-reported after a restart from an earlier checkpoint
+        log.logged.add(key)
+        step = int(result[names.STEP])
+        log.last_step = max(log.last_step, step)
+        metrics = evaluation_metrics(result, seeds=len(self.spec.seeds))
+        self.sink.log_metrics(log.handle, [(step, metrics)])
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        log = None if self._inert else self._trials.pop(trial.trial_id, None)
+        if log is None:
+            return
+        if log.final is not None:
+            self.sink.finish_trial(
+                log.handle,
+                FINISHED,
+                summary_metrics=summary_metrics(log.final),
+                artifacts=trial_artifacts(log.final, log.label),
+            )
+        else:
+            self.sink.finish_trial(
+                log.handle,
+                KILLED,
+                failure_reason=f"stopped early by the scheduler at step {log.last_step}",
+            )
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        log = None if self._inert else self._trials.pop(trial.trial_id, None)
+        if log is None:
+            return
+        reason = log.failure or _error_line(trial) or "the trial raised an error"
+        self.sink.finish_trial(log.handle, FAILED, failure_reason=reason)
+
+    # -- the driver's side ------------------------------------------------------------------------
+    def has_running(self) -> bool:
+        return bool(self._trials)
+
+    def interrupt_running(self, reason: str) -> None:
+        """End the runs of trials still running (the search is stopping) as KILLED."""
+        for trial_id in list(self._trials):
+            log = self._trials.pop(trial_id)
+            self.sink.finish_trial(log.handle, KILLED, failure_reason=reason)
+
+
+def _error_line(trial) -> str | None:
+    try:
+        text = trial.get_error()
+    except Exception:  # noqa: BLE001 - a missing or unreadable error file: no reason to give
+        return None
+    if not text:
+        return None
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
+class ProgressPrinter(Callback):
+    """One line per trial event, and the best objective so far: progress without Tune's tables."""
+
+    def __init__(
+        self,
+        spec: SearchSpec,
+        *,
+        total: int,
+        stream: TextIO | None = None,
+        trial_number: Callable[[str], int | None] | None = None,
+        heartbeat_s: float = 30.0,
+    ) -> None:
+        self.spec = spec
+        self.total = total
+        self.stream = stream
+        self.trial_number = trial_number or (lambda _trial_id: None)
+        self.heartbeat_s = heartbeat_s
+        self.done = 0
+        self.best: float | None = None
+        self._started = time.monotonic()
+        self._last_line = self._started
+        self._steps: dict[str, int] = {}
+        self._inert = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_inert": True}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def _print(self, text: str) -> None:
+        elapsed = time.monotonic() - self._started
+        stream = self.stream or sys.stdout
+        print(f"[{elapsed:6.0f}s] {text}", file=stream, flush=True)
+        self._last_line = time.monotonic()
+
+    def _label(self, trial) -> str:
+        number = self.trial_number(trial.trial_id)
+        return f"trial-{number:04d}" if number is not None else f"trial-{trial.trial_id}"
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if self._inert:
+            return
+        config = self.spec.config_for(trial.config)
+        r = f"r={config.reset_prob:.4g}" if config.reset_prob > 0 else "r=0 (no resetting)"
+        self._print(
+            f"{self._label(trial)} started: {r}, lr={config.lr:.4g}, "
+            f"batch={config.batch_size}, layers={config.reset_layers}"
+        )
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if self._inert or names.STEP not in result:
+            return
+        self._steps[trial.trial_id] = int(result[names.STEP])
+        if time.monotonic() - self._last_line >= self.heartbeat_s:
+            running = ", ".join(
+                f"{self._label(t)} step {self._steps.get(t.trial_id, 0)}"
+                for t in trials
+                if t.status == "RUNNING"
+            )
+            self._print(f"{self.done}/{self.total} done; running: {running or 'none'}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if self._inert:
+            return
+        self.done += 1
+        result = trial.last_result or {}
+        if OBJECTIVE in result:
+            value = float(result[OBJECTIVE])
+            if self.best is None or (
+                value > self.best if self.spec.mode == "max" else value < self.best
+            ):
+                self.best = value
+            test = result.get(names.TEST_ACC)
+            self._print(
+                f"{self._label(trial)} done ({self.done}/{self.total}): "
+                f"{self.spec.objective.metric} {value:.4f}, clean test acc "
+                f"{float(test):.4f}; best {self.spec.objective.metric} so far {self.best:.4f}"
+            )
+        else:
+            self._print(
+                f"{self._label(trial)} stopped early at step {self._steps.get(trial.trial_id, 0)}"
+                f" ({self.done}/{self.total})"
+            )
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        if self._inert:
+            return
+        self.done += 1
+        reason = (trial.last_result or {}).get(FAILURE_REASON) or _error_line(trial)
+        self._print(f"{self._label(trial)} failed ({self.done}/{self.total}): {reason}")

@@ -1,0 +1,242 @@
+"""The Ray Tune function trainable: one trial = the engine run on each of the spec's seeds.
+
+What a trial reports to Tune (one row per evaluation, then one final row):
+
+- every evaluation: the engine's metrics (`reset_tune.names`: ``step``, ``val/acc``, ...), plus
+  ``seed`` and `RUNNING_OBJECTIVE` (the objective at the best evaluation so far of this seed: what
+  an ASHA scheduler compares, with ``step`` as its time attribute);
+- last: `OBJECTIVE` (the objective metric at θbest, the mean over seeds), the summary metrics
+  (means over seeds) and `RESULT_JSON`, every seed's full `TrainResult`. The searcher ranks trials
+  by `OBJECTIVE` only, so a trial stopped early (pruned) never reports it and Optuna records it as
+  pruned, not as a complete trial with a partial value.
+
+Every `checkpoint_every` evaluations the full training state (`TrainingRun.state_dict()`: model,
+optimizer, scheduler, resetter, sampler and augmenter RNGs), the finished seeds' results and the
+position in the seed list are reported as a Tune checkpoint; a trial restarted after its worker
+died loads it from `ray.tune.get_checkpoint()` and continues bit-exactly (on CPU). Evaluations
+between that checkpoint and the failure are reported again with identical values; the driver's
+tracker logs each (seed, step) once.
+
+A run that diverges (`TrainingDiverged`) or runs out of device memory ends the trial as failed:
+the reason is reported (`FAILURE_REASON`), recorded in a checkpoint so that Tune's retries fail at
+once instead of repeating the run, and raised as `TrialFailed`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reset_tune import names
+from reset_tune.config import TrainConfig
+from reset_tune.data import DataSplits
+from reset_tune.engine import Callback, TrainingRun
+from reset_tune.engine.result import TrainResult
+from reset_tune.errors import ResetTuneError, TrainingDiverged
+from reset_tune.search.spec import SearchSpec
+
+# -- keys of the rows a trial reports (beside the engine's metric names) --------------------------
+OBJECTIVE = "objective"  # final row only: what the searcher ranks trials by
+RUNNING_OBJECTIVE = "running_objective"  # every evaluation: what a scheduler compares
+SEED = "seed"
+SEED_INDEX = "seed_index"
+RESULT_JSON = "result_json"  # final row only: [TrainResult.to_dict() per seed], as JSON
+FAILURE_REASON = "failure_reason"
+# Summary metrics of the final row: the mean over seeds of each `TrainResult.summary_metrics` key.
+SUMMARY_KEYS = (
+    names.TEST_ACC,
+    names.FINAL_TEST_ACC,
+    names.BEST_VAL_ACC,
+    names.BEST_VAL_LOSS,
+    names.BEST_STEP,
+    names.RESET_COUNT,
+    names.STEPS_PER_S,
+)
+WALL_TIME = "perf/wall_time_s"
+
+_CHECKPOINT_FILE = "trial_state.pt"
+_CHECKPOINT_VERSION = 1
+
+
+class TrialFailed(ResetTuneError):
+    """The trial's training cannot succeed (diverged, out of memory); the message says why."""
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial of a search shares, shipped once through `tune.with_parameters`.
+
+    `data` maps each seed to its prepared splits (noise, split and subset depend on the seed),
+    built once by the driver and read from each node's object store by the trials there.
+    """
+
+    spec: SearchSpec
+    data: Mapping[tuple[int, bool], DataSplits]  # by (seed, augment)
+    checkpoint_every: int = 5  # evaluations between checkpoints
+    threads: int = 1  # torch intra-op threads per trial
+    # Checkpoint folders of trials an interrupted search left running, by `params_key`: a
+    # re-queued trial with those parameters continues from there (see `driver`).
+    resume_from: Mapping[str, str] = field(default_factory=dict)
+
+
+def objective_value(spec: SearchSpec, result: TrainResult) -> float:
+    """The validation metric at θbest that the search optimises (never a test metric)."""
+    return result.best_val_acc if spec.objective.metric == "val_acc" else result.best_val_loss
+
+
+def final_row(spec: SearchSpec, results: list[TrainResult]) -> dict[str, Any]:
+    """The trial's last report: objective and summary metrics (means over seeds), full results."""
+    row: dict[str, Any] = {}
+    for key in SUMMARY_KEYS:
+        row[key] = sum(r.summary_metrics()[key] for r in results) / len(results)
+    row[WALL_TIME] = sum(r.wall_time_s for r in results)
+    row[OBJECTIVE] = sum(objective_value(spec, r) for r in results) / len(results)
+    row[RESULT_JSON] = json.dumps([r.to_dict() for r in results], default=str)
+    return row
+
+
+def results_from_row(row: Mapping[str, Any]) -> list[TrainResult]:
+    """Every seed's `TrainResult` from a final row (as Tune's result files keep it)."""
+    return [TrainResult.from_dict(values) for values in json.loads(row[RESULT_JSON])]
+
+
+class _Reporter(Callback):
+    """Reports each evaluation to Tune; every `every` evaluations with a checkpoint."""
+
+    def __init__(self, trial: _TrialState, every: int) -> None:
+        self.trial = trial
+        self.every = every
+        self.best: float | None = None
+
+    def on_evaluation(self, run: TrainingRun, metrics: dict[str, float]) -> None:
+        from ray import tune
+
+        trial = self.trial
+        value = metrics[trial.objective_key]
+        if self.best is None or _better(value, self.best, trial.spec.mode):
+            self.best = value
+        row = {**metrics, SEED: run.config.seed, SEED_INDEX: trial.seed_index}
+        row[RUNNING_OBJECTIVE] = self.best
+        if len(run.history) % self.every == 0 and run.step < run.config.steps:
+            with tempfile.TemporaryDirectory(prefix="reset-tune-ckpt-") as directory:
+                trial.save(Path(directory), run)
+                tune.report(row, checkpoint=tune.Checkpoint.from_directory(directory))
+        else:
+            tune.report(row)
+
+
+def _better(value: float, best: float, mode: str) -> bool:
+    if math.isnan(value):
+        return False
+    return value > best if mode == "max" else value < best
+
+
+class _TrialState:
+    """Where a trial is: which seed, the finished seeds' results; saved with each checkpoint."""
+
+    def __init__(self, spec: SearchSpec, params: Mapping[str, Any]) -> None:
+        self.spec = spec
+        self.params = dict(params)
+        self.configs: list[TrainConfig] = spec.configs_for(params)
+        self.seed_index = 0
+        self.finished: list[TrainResult] = []
+        self.run_state: dict[str, Any] | None = None
+        self.failure: str | None = None
+        self.objective_key = names.VAL_ACC if spec.objective.metric == "val_acc" else names.VAL_LOSS
+
+    def save(self, directory: Path, run: TrainingRun | None) -> None:
+        state = {
+            "version": _CHECKPOINT_VERSION,
+            "params": self.params,
+            "seed_index": self.seed_index,
+            "finished": [r.to_dict() for r in self.finished],
+            "run": run.state_dict() if run is not None else None,
+            "failure": self.failure,
+        }
+        torch.save(state, directory / _CHECKPOINT_FILE)
+
+    def load(self, directory: Path) -> None:
+        # The checkpoint was written by this trial (Tune's storage), so full unpickling is safe;
+        # weights_only would refuse the nested result dicts' plain Python values anyway.
+        state = torch.load(directory / _CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+        if state.get("version") != _CHECKPOINT_VERSION:
+            raise TrialFailed(f"checkpoint version {state.get('version')!r} is not supported")
+        if state["params"] != self.params:
+            raise TrialFailed("the checkpoint belongs to a trial with other parameters")
+        self.seed_index = int(state["seed_index"])
+        self.finished = [TrainResult.from_dict(r) for r in state["finished"]]
+        self.run_state = state["run"]
+        self.failure = state["failure"]
+
+
+def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
+    """The function trainable: Tune's trial config is the Optuna draw (`space.suggest`)."""
+    from ray import tune
+
+    torch.set_num_threads(max(1, setup.threads))
+    spec = setup.spec
+    trial = _TrialState(spec, params)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            trial.load(Path(directory))
+    elif params_key(params) in setup.resume_from:
+        trial.load(Path(setup.resume_from[params_key(params)]))
+    if trial.failure is not None:
+        raise TrialFailed(trial.failure)
+
+    while trial.seed_index < len(trial.configs):
+        config = trial.configs[trial.seed_index]
+        run = None
+        try:
+            run = TrainingRun(config, data=setup.data[(config.seed, config.augment)])
+            if trial.run_state is not None:
+                run.load_state_dict(trial.run_state)
+                trial.run_state = None
+            result = run.run([_Reporter(trial, setup.checkpoint_every)])
+        except (TrainingDiverged, torch.OutOfMemoryError) as error:
+            _fail(trial, run, _reason(error, config))
+        trial.finished.append(result)
+        trial.seed_index += 1
+    tune.report(final_row(spec, trial.finished))
+
+
+def params_key(params: Mapping[str, Any]) -> str:
+    """A trial's parameters as one string: how a re-queued trial finds its old checkpoint."""
+    return json.dumps(dict(params), sort_keys=True, default=str)
+
+
+def _reason(error: BaseException, config: TrainConfig) -> str:
+    if isinstance(error, torch.OutOfMemoryError):
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "out of memory"
+        return (
+            f"out of device memory with batch_size={config.batch_size}, model={config.model} "
+            f"(seed {config.seed}): {first}"
+        )
+    return f"{error} (seed {config.seed})"
+
+
+def _fail(trial: _TrialState, run: TrainingRun | None, reason: str) -> None:
+    from ray import tune
+
+    trial.failure = reason
+    step = run.step if run is not None else 0
+    with tempfile.TemporaryDirectory(prefix="reset-tune-ckpt-") as directory:
+        trial.save(Path(directory), None)
+        tune.report(
+            {names.STEP: step, SEED_INDEX: trial.seed_index, FAILURE_REASON: reason},
+            checkpoint=tune.Checkpoint.from_directory(directory),
+        )
+    raise TrialFailed(reason)
+
+
+def trial_threads(cpus: float) -> int:
+    """Torch threads for a trial given its CPU share (Ray also sets OMP_NUM_THREADS)."""
+    return max(1, int(cpus)) if cpus >= 1 else 1
