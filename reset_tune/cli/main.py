@@ -7,7 +7,13 @@ import sys
 from collections.abc import Sequence
 
 from reset_tune import __version__
-from reset_tune.cli import jobs_command, stack_command, train_command
+from reset_tune.cli import (
+    jobs_command,
+    search_command,
+    stack_command,
+    sync_command,
+    train_command,
+)
 from reset_tune.errors import ConfigError, DataError, ResetTuneError, TrainingDiverged
 
 USAGE_ERROR = 2
@@ -29,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     commands.required = True
     train_command.register(commands)
+    search_command.register(commands)
+    sync_command.register(commands)
     stack_command.register(commands)
     jobs_command.register(commands)
     return parser

@@ -73,6 +73,7 @@ from reset_tune.tracking.names import FINISHED as RUN_FINISHED
 from reset_tune.tracking.names import KILLED as RUN_KILLED
 
 DONE_STATES = ("COMPLETE", "PRUNED", "FAIL")
+INTERRUPTED_ATTR = "reset_tune.interrupted"  # an Optuna trial left running by a killed driver
 
 
 class SearchFailed(ResetTuneError):
@@ -135,8 +136,8 @@ def run_search(spec_path: str | os.PathLike | None, options: SearchOptions) -> S
     try:
         parent = sink.start_search(
             record.search_id,
-            params=_search_params(spec),
-            tags=_search_tags(spec, record),
+            params=search_params(spec),
+            tags=search_tags(spec, record),
             run_name=record.search_id,
             run_key=record.search_id,
         )
@@ -144,7 +145,7 @@ def run_search(spec_path: str | os.PathLike | None, options: SearchOptions) -> S
             _run_segment(spec, record, study, sink, parent, options, say)
         report = build_report(spec, record, study, search_finished=True)
         report.tracking_uri = tracking_uri
-        _finish_search(sink, parent, spec, record, report)
+        finish_search_run(sink, parent, spec, record, report)
         sink.flush(timeout_s=30.0)
         run_id = getattr(sink, "mlflow_run_id", lambda _h: None)(parent)
         record.mlflow_parent_run_id = run_id
@@ -365,6 +366,8 @@ def _run_segment(
             scheduler=scheduler,
             num_samples=remaining,
             max_concurrent_trials=spec.concurrency,
+            # A finished trial's worker (torch imported, data in memory) runs the next one.
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=segment.name,
@@ -393,7 +396,11 @@ def _run_segment(
 
 
 def _finished_count(study: optuna.Study) -> int:
-    return sum(1 for t in study.get_trials(deepcopy=False) if t.state.name in DONE_STATES)
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if t.state.name in DONE_STATES and not t.user_attrs.get(INTERRUPTED_ATTR)
+    )
 
 
 def _requeue_interrupted(
@@ -415,6 +422,8 @@ def _requeue_interrupted(
     stale = [t for t in study.get_trials(deepcopy=False) if t.state.name in ("RUNNING", "WAITING")]
     running = [t for t in stale if t.state.name == "RUNNING"]
     for trial in running:
+        # Optuna has no "interrupted" state: FAIL it, marked so that it is not counted as done.
+        study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED_ATTR, True)
         study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
         study.enqueue_trial(dict(trial.params))
     resume_from: dict[str, str] = {}
@@ -475,7 +484,7 @@ def provenance_commit() -> str | None:
 
 
 # -- the parent run --------------------------------------------------------------------------------
-def _search_params(spec: SearchSpec) -> dict[str, Any]:
+def search_params(spec: SearchSpec) -> dict[str, Any]:
     params: dict[str, Any] = {f"train.{k}": v for k, v in spec.train.items()}
     params.update(
         {
@@ -496,7 +505,7 @@ def _search_params(spec: SearchSpec) -> dict[str, Any]:
     return string_params(params)
 
 
-def _search_tags(spec: SearchSpec, record: SearchRecord) -> dict[str, str]:
+def search_tags(spec: SearchSpec, record: SearchRecord) -> dict[str, str]:
     from reset_tune.tracking import config_tags, names
 
     tags = config_tags({**spec.fixed})
@@ -522,7 +531,7 @@ def build_report(
     )
 
 
-def _finish_search(
+def finish_search_run(
     sink: TrackingSink, parent: str, spec: SearchSpec, record: SearchRecord, report: SearchReport
 ) -> None:
     artifacts: dict[str, bytes | str] = {

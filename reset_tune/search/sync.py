@@ -1,0 +1,161 @@
+"""`sync`: make MLflow hold everything a search did, from the search's own files.
+
+Two sources, in order:
+
+1. the search's outbox: records the sink could not deliver while the tracking server was down
+   (replayed as they were queued);
+2. Ray Tune's result files: every trial's reported rows. A trial whose MLflow run is missing or
+   was never ended is (re)recorded under its run key ``<search id>.<Tune trial id>``: parameters,
+   each evaluation not yet in MLflow, the summary, artifacts and the final status. Runs already
+   ended are left alone, so `sync` is safe to repeat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from reset_tune.errors import ResetTuneError
+from reset_tune.search.record import FINISHED, SearchRecord
+from reset_tune.search.spec import SearchSpec
+from reset_tune.search.tracker import (
+    OPTUNA_TRIAL_TAG,
+    evaluation_metrics,
+    summary_metrics,
+    trial_artifacts,
+    trial_params,
+    trial_run_key,
+)
+from reset_tune.search.tune_files import COMPLETE, FAILED, PRUNED, read_experiment
+from reset_tune.tracking import MlflowSink, config_tags, metric_history, replay_outbox, trial_runs
+from reset_tune.tracking import names as tracking_names
+
+
+class SyncFailed(ResetTuneError):
+    """The tracking server could not be reached or did not take the records."""
+
+
+@dataclass
+class SyncReport:
+    outbox_runs: int = 0  # runs replayed from the outbox
+    trials_recorded: int = 0  # trials (re)recorded from Tune's files
+    trials_present: int = 0  # trials already ended in MLflow, left alone
+    metrics_logged: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def sync_search(record: SearchRecord, tracking_uri: str) -> SyncReport:
+    from reset_tune.search.driver import (
+        build_report,
+        finish_search_run,
+        search_params,
+        search_tags,
+    )
+
+    report = SyncReport()
+    replayed = replay_outbox(record.outbox_dir, tracking_uri)
+    report.outbox_runs = replayed.runs_completed
+    if replayed.runs_remaining:
+        raise SyncFailed(
+            f"the tracking server at {tracking_uri} did not take the outbox "
+            f"({'; '.join(replayed.errors[:2])}); check that it runs, then sync again"
+        )
+    report.errors.extend(replayed.errors)
+
+    spec = SearchSpec.from_dict(record.spec, source=record.spec_source)
+    sink = MlflowSink(tracking_uri, record.experiment_name, outbox_dir=record.outbox_dir)
+    try:
+        parent = sink.start_search(
+            record.search_id,
+            params=search_params(spec),
+            tags=search_tags(spec, record),
+            run_name=record.search_id,
+            run_key=record.search_id,
+        )
+        if not sink.flush(timeout_s=60.0):
+            raise SyncFailed(
+                f"the tracking server at {tracking_uri} does not answer; start it (or pass "
+                "--mlflow-uri) and sync again"
+            )
+        parent_id = sink.mlflow_run_id(parent)
+        existing = {
+            run.tags.get(tracking_names.RUN_KEY): run for run in trial_runs(tracking_uri, parent_id)
+        }
+        finished = record.status == FINISHED
+        for segment in record.segments:
+            for trial in read_experiment(record.tune_dir / segment.name):
+                key = trial_run_key(record.search_id, trial.trial_id)
+                present = existing.get(key)
+                if present is not None and present.status in tracking_names.END_STATUSES:
+                    report.trials_present += 1
+                    continue
+                logged_steps = _logged_steps(tracking_uri, present)
+                number = record.trial_numbers.get(trial.trial_id)
+                label = f"trial-{number:04d}" if number is not None else f"trial-{trial.trial_id}"
+                params = trial_params(spec, trial.params)
+                tags = config_tags(params)
+                if number is not None:
+                    tags[OPTUNA_TRIAL_TAG] = str(number)
+                handle = sink.start_trial(
+                    parent, trial.trial_id, params=params, tags=tags, run_name=label, run_key=key
+                )
+                rows = []
+                for row in trial.evaluation_rows:
+                    step = int(row["step"])
+                    if (int(row.get("seed_index", 0)), step) in logged_steps:
+                        continue
+                    rows.append((step, evaluation_metrics(row, seeds=len(spec.seeds))))
+                report.metrics_logged += sum(len(m) for _, m in rows)
+                if rows:
+                    sink.log_metrics(handle, rows)
+                outcome = trial.outcome(search_finished=finished)
+                if outcome == COMPLETE:
+                    final = trial.final_row
+                    sink.finish_trial(
+                        handle,
+                        tracking_names.FINISHED,
+                        summary_metrics=summary_metrics(final),
+                        artifacts=trial_artifacts(final, label),
+                    )
+                elif outcome == FAILED:
+                    sink.finish_trial(
+                        handle, tracking_names.FAILED, failure_reason=trial.failure_reason
+                    )
+                elif outcome == PRUNED:
+                    sink.finish_trial(handle, tracking_names.KILLED, failure_reason="stopped early")
+                report.trials_recorded += 1
+        if finished and not _ended(tracking_uri, parent_id):
+            search_report = build_report(spec, record, None, search_finished=True)
+            finish_search_run(sink, parent, spec, record, search_report)
+        if not sink.flush(timeout_s=120.0):
+            raise SyncFailed(
+                f"the tracking server at {tracking_uri} stopped answering during sync; what was "
+                f"not delivered is kept in {record.outbox_dir}; sync again when it is back"
+            )
+    finally:
+        sink.close()
+    return report
+
+
+def _logged_steps(tracking_uri: str, run) -> set[tuple[int, int]]:
+    """(seed index, step) pairs of evaluations the run already has (by its val/loss history)."""
+    if run is None:
+        return set()
+    from reset_tune import names
+
+    steps = set()
+    for key in run.metrics:
+        if key == names.VAL_LOSS:
+            steps |= {(0, step) for step, _ in metric_history(tracking_uri, run.run_id, key)}
+        elif key.endswith("/" + names.VAL_LOSS) and key.startswith("seed"):
+            index = int(key.split("/", 1)[0].removeprefix("seed"))
+            steps |= {(index, s) for s, _ in metric_history(tracking_uri, run.run_id, key)}
+    return steps
+
+
+def _ended(tracking_uri: str, run_id: str) -> bool:
+    from reset_tune.tracking import find_search_runs
+
+    for run in find_search_runs(tracking_uri):
+        if run.run_id == run_id:
+            return run.status in tracking_names.END_STATUSES
+    return False

@@ -1,0 +1,436 @@
+"""The search service end to end: a real two-node Ray cluster and a real `mlflow server`, both on
+127.0.0.1 and stopped by process id; `reset-tune search` / `sync` run as the user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reset_tune import names
+from reset_tune.config import TrainConfig
+from reset_tune.engine import train
+from reset_tune.search.record import find_search
+from reset_tune.search.tune_files import read_experiment
+from reset_tune.tracking import find_search_runs, metric_history, start_local_server, trial_runs
+from reset_tune.tracking.server import free_port, stop_process_group
+
+CLI = [sys.executable, "-m", "reset_tune.cli.main"]
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+ENV.pop("RAY_ADDRESS", None)
+ENV.pop("MLFLOW_TRACKING_URI", None)
+
+
+def _ray_start(args: list[str], log: Path) -> subprocess.Popen:
+    ray = Path(sys.executable).parent / "ray"
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [str(ray), "start", "--block", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=ENV,
+            start_new_session=True,
+        )
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A Ray head (1 CPU) and a second node (1 CPU) joined to it: two nodes on one machine."""
+    import ray
+
+    logs = tmp_path_factory.mktemp("ray-logs")
+    port = free_port()
+    common = ["--num-cpus=1", "--num-gpus=0", "--object-store-memory=100000000"]
+    head = _ray_start(
+        [
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--include-dashboard=false",
+            f"--ray-client-server-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            *common,
+        ],
+        logs / "head.log",
+    )
+    processes = [head]
+    address = f"127.0.0.1:{port}"
+    try:
+        _wait_nodes(address, 1, logs / "head.log")
+        worker = _ray_start(
+            [
+                f"--address={address}",
+                "--node-ip-address=127.0.0.1",
+                f"--dashboard-agent-listen-port={free_port()}",
+                *common,
+            ],
+            logs / "worker.log",
+        )
+        processes.append(worker)
+        _wait_nodes(address, 2, logs / "worker.log")
+        yield address
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        for process in reversed(processes):
+            stop_process_group(process.pid, timeout_s=20)
+
+
+def _wait_nodes(address: str, count: int, log: Path, timeout_s: float = 90) -> None:
+    probe = (
+        "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+        "print(sum(1 for n in ray.nodes() if n['Alive']))"
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = subprocess.run(
+            [sys.executable, "-c", probe, address], capture_output=True, text=True, env=ENV
+        )
+        if done.returncode == 0 and done.stdout.strip().splitlines()[-1:] == [str(count)]:
+            return
+        time.sleep(1)
+    pytest.fail(f"the Ray cluster did not reach {count} node(s):\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    server = start_local_server(tmp_path_factory.mktemp("mlflow"))
+    yield server
+    server.stop()
+
+
+def _spec(tmp_path: Path, name: str, **changes) -> Path:
+    spec = {
+        "name": name,
+        "train": {
+            "dataset": "digits",
+            "noise": "symmetric:0.4",
+            "model": "mlp",
+            "steps": 200,
+            "eval_every": 50,
+            "device": "cpu",
+        },
+        "objective": "val_acc",
+        "trials": 3,
+        "concurrency": 2,
+        "seeds": [0],
+        "resources": {"cpus": 1, "gpus": 0},
+        "sampler": {"type": "tpe", "seed": 0, "startup_trials": 2},
+        "params": {
+            "reset_prob": {"type": "loguniform", "low": 0.005, "high": 0.05},
+            "patience": {"type": "int", "low": 50, "high": 100, "step": 50},
+            "lr": {"type": "categorical", "choices": [0.05, 0.1, 100.0]},
+            "batch_size": {"type": "categorical", "choices": [16, 32]},
+        },
+    }
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+            spec[key] = {**spec[key], **value}
+        else:
+            spec[key] = value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _search(*args: str, timeout: float = 420) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*CLI, "search", *args], capture_output=True, text=True, env=ENV, timeout=timeout
+    )
+
+
+def _start_search(*args: str, log: Path) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [*CLI, "search", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=ENV,
+            start_new_session=True,
+        )
+
+
+def _rows(state: Path) -> list[dict]:
+    """Every row reported so far by any trial under `state` (a live search's result files)."""
+    rows = []
+    for results in state.glob("searches/*/tune/*/*/result.json"):
+        for line in results.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                pass
+    return rows
+
+
+def _wait_for(predicate, what: str, timeout_s: float = 240, process=None, log=None):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the search ended before {what}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_search_on_two_nodes_records_every_trial_nested_in_mlflow(cluster, mlflow_server, tmp_path):
+    spec = _spec(tmp_path, "two-nodes")
+    seeds = tmp_path / "seeds.yaml"
+    # Known configurations, so the outcome is certain: one of them diverges (lr 100) and must
+    # fail alone, with its reason, while the search goes on.
+    seeds.write_text(
+        yaml.safe_dump(
+            [
+                {"reset_prob": 0, "lr": 100.0, "batch_size": 16},
+                {"reset_prob": 0.02, "patience": 50, "lr": 0.1, "batch_size": 16},
+                {"reset_prob": 0, "lr": 0.05, "batch_size": 32},
+            ]
+        )
+    )
+    state = tmp_path / "state"
+    done = _search(
+        str(spec),
+        "--address", cluster,
+        "--mlflow-uri", mlflow_server.uri,
+        "--state-dir", str(state),
+        "--seed-configs", str(seeds),
+        "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[:6000]
+    summary = json.loads(done.stdout)
+    assert summary["counts"] == {"complete": 2, "failed": 1}, summary["counts"]
+    failed = [t for t in summary["trials"] if t["outcome"] == "failed"]
+    assert failed[0]["config"]["lr"] == 100.0 and "diverged" in failed[0]["failure_reason"]
+    complete = [t for t in summary["trials"] if t["outcome"] == "complete"]
+    best = max(complete, key=lambda t: t["objective"])
+    assert summary["best"]["tune_trial_id"] == best["tune_trial_id"]
+    assert summary["best_config"]["lr"] == best["config"]["lr"]
+
+    # Both nodes had a trial at the same time (each node has one CPU, each trial needs one).
+    search_dir = Path(summary["search_dir"])
+    trials = read_experiment(search_dir / "tune" / "segment-1")
+    spans = [(t.rows[0]["timestamp"], t.rows[-1]["timestamp"]) for t in trials if t.rows]
+    assert any(a[0] <= b[1] and b[0] <= a[1] for a in spans for b in spans if a is not b)
+
+    # MLflow: one parent run for the search, one nested child run per trial.
+    parents = [r for r in find_search_runs(mlflow_server.uri, "two-nodes")]
+    assert [p.tags["reset_tune.search_id"] for p in parents] == [summary["search_id"]]
+    parent = parents[0]
+    assert parent.status == "FINISHED"
+    assert parent.metrics["best/objective"] == pytest.approx(best["objective"])
+    children = trial_runs(mlflow_server.uri, parent.run_id)
+    assert len(children) == 3
+    statuses = sorted(c.status for c in children)
+    assert statuses == ["FAILED", "FINISHED", "FINISHED"]
+    for child in children:
+        assert child.parent_run_id == parent.run_id
+        assert child.tags["reset_tune.dataset"] == "digits"
+        assert child.tags["reset_tune.noise_kind"] == "symmetric"
+        assert child.tags["reset_tune.data_fingerprint"]
+        for key in ("reset_prob", "lr", "batch_size", "patience", "checkpoint_metric", "seed"):
+            assert key in child.params
+        if child.status == "FINISHED":
+            history = metric_history(mlflow_server.uri, child.run_id, names.VAL_ACC)
+            assert [step for step, _ in history] == [50, 100, 150, 200]
+            assert child.metrics[names.TEST_ACC] > 0.5
+        else:
+            assert "diverged" in child.tags["reset_tune.failure_reason"]
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server.uri)
+    parent_files = {f.path for f in client.list_artifacts(parent.run_id)}
+    assert {"comparison.png", "best_config.json", "spec.yaml", "importances.json"} <= parent_files
+    finished = next(c for c in children if c.status == "FINISHED")
+    assert {"curves.png", "config.json"} <= {f.path for f in client.list_artifacts(finished.run_id)}
+
+
+def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_result(
+    cluster, mlflow_server, tmp_path
+):
+    steps = 1500
+    spec = _spec(
+        tmp_path,
+        "killed-worker",
+        train={"model": "cnn", "steps": steps},
+        trials=1,
+        concurrency=1,
+    )
+    chosen = {"reset_prob": 0.02, "patience": 50, "lr": 0.1, "batch_size": 16}
+    seeds = tmp_path / "seeds.yaml"
+    seeds.write_text(yaml.safe_dump([chosen]))
+    state = tmp_path / "state"
+    log = tmp_path / "search.log"
+    search = _start_search(
+        str(spec),
+        "--address", cluster,
+        "--mlflow-uri", mlflow_server.uri,
+        "--state-dir", str(state),
+        "--seed-configs", str(seeds),
+        "--checkpoint-every", "2",
+        "--json",
+        log=log,
+    )  # fmt: skip
+    try:
+        row = _wait_for(
+            lambda: next((r for r in _rows(state) if r.get("step", 0) >= 300), None),
+            "the trial to pass step 300",
+            process=search,
+            log=log,
+        )
+        assert row["step"] < steps, "the trial finished before it could be interrupted"
+        os.kill(int(row["pid"]), signal.SIGKILL)
+        search.wait(timeout=420)
+    finally:
+        if search.poll() is None:
+            stop_process_group(search.pid)
+    output = log.read_text()
+    assert search.returncode == 0, output[-3000:]
+    summary = json.loads(output[output.index("{\n") :])
+    assert summary["counts"] == {"complete": 1}
+
+    # It restarted from a checkpoint: some evaluation was reported twice, none from step 50 again.
+    trial = read_experiment(Path(summary["search_dir"]) / "tune" / "segment-1")[0]
+    reported = [int(r["step"]) for r in trial.rows if "step" in r and "objective" not in r]
+    assert len(reported) > len(set(reported)), reported
+    assert reported.count(50) == 1
+
+    # ... and ended exactly where an uninterrupted run of the same configuration ends.
+    config = TrainConfig.from_dict(summary["best"]["config"])
+    direct = train(config)
+    final = trial.final_row
+    assert final[names.TEST_ACC] == direct.test_acc
+    assert final[names.BEST_VAL_ACC] == direct.best_val_acc
+    assert final[names.RESET_COUNT] == direct.num_resets > 0
+
+
+def test_resume_after_the_driver_was_killed(cluster, mlflow_server, tmp_path):
+    spec = _spec(
+        tmp_path, "killed-driver", train={"model": "cnn", "steps": 1000}, trials=2, concurrency=1
+    )
+    state = tmp_path / "state"
+    log = tmp_path / "search.log"
+    args = ["--address", cluster, "--mlflow-uri", mlflow_server.uri, "--state-dir", str(state)]
+    driver = _start_search(str(spec), *args, "--checkpoint-every", "2", log=log)
+    try:
+        _wait_for(
+            lambda: any(r.get("step", 0) >= 300 for r in _rows(state)),
+            "the first trial to pass step 300",
+            process=driver,
+            log=log,
+        )
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    search_id = find_search(state, None).search_id
+
+    resumed = _search(str(spec), *args, "--resume", "--json")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "continue from a checkpoint" in resumed.stderr
+    summary = json.loads(resumed.stdout)
+    assert summary["search_id"] == search_id
+    assert summary["counts"] == {"complete": 2}
+    # The interrupted trial went on from its checkpoint: its new run never reported step 50.
+    second = read_experiment(Path(summary["search_dir"]) / "tune" / "segment-2")
+    first_steps = [int(t.evaluation_rows[0]["step"]) for t in second]
+    assert max(first_steps) >= 200, first_steps
+
+    parent = next(r for r in find_search_runs(mlflow_server.uri, "killed-driver"))
+    children = trial_runs(mlflow_server.uri, parent.run_id)
+    assert sorted(c.status for c in children) == ["FINISHED", "FINISHED", "KILLED"]
+    assert parent.status == "FINISHED"
+
+    # --resume of a finished search with a higher target adds trials to the same study.
+    more = _search(*args, "--resume", search_id, "--trials", "3", "--json")
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert json.loads(more.stdout)["counts"] == {"complete": 3}
+
+
+def test_a_tracking_outage_loses_nothing_after_sync(cluster, tmp_path):
+    server = start_local_server(tmp_path / "mlflow")
+    port = server.port
+    spec = _spec(tmp_path, "outage", trials=3, train={"steps": 300})
+    state = tmp_path / "state"
+    log = tmp_path / "search.log"
+    args = ["--address", cluster, "--mlflow-uri", server.uri, "--state-dir", str(state)]
+    search = _start_search(str(spec), *args, "--json", log=log)
+    try:
+        _wait_for(lambda: find_search_runs(server.uri, "outage"), "the parent run", process=search)
+        server.stop()
+        search.wait(timeout=420)
+    finally:
+        if search.poll() is None:
+            stop_process_group(search.pid)
+    output = log.read_text()
+    assert search.returncode == 0, output[-3000:]
+    search_id = json.loads(output[output.index("{\n") :])["search_id"]
+
+    server = start_local_server(tmp_path / "mlflow", port=port)
+    try:
+        synced = subprocess.run(
+            [*CLI, "sync", search_id, "--mlflow-uri", server.uri, "--state-dir", str(state)],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=300,
+        )
+        assert synced.returncode == 0, synced.stderr[-3000:]
+        parent = next(r for r in find_search_runs(server.uri, "outage"))
+        assert parent.status == "FINISHED"
+        children = trial_runs(server.uri, parent.run_id)
+        assert len(children) == 3 and all(c.status == "FINISHED" for c in children)
+        for child in children:
+            history = metric_history(server.uri, child.run_id, names.VAL_LOSS)
+            assert [s for s, _ in history] == [50, 100, 150, 200, 250, 300]
+            assert names.TEST_ACC in child.metrics
+        again = subprocess.run(
+            [*CLI, "sync", search_id, "--mlflow-uri", server.uri, "--state-dir", str(state)],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=300,
+        )
+        assert again.returncode == 0 and "3 already complete" in again.stdout, again.stdout
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"epochs": 3}, "epochs"),
+        ({"params": {"lr": {"type": "loguniform", "low": 0.1, "high": 0.01}}}, "params.lr"),
+        (
+            {"params": {"reset_prob": {"type": "loguniform", "low": 0.01, "high": 2.0}}},
+            "params.reset_prob",
+        ),
+        (
+            {"params": {"reset_layers": {"type": "categorical", "choices": ["head", "block9"]}}},
+            "block9",
+        ),
+    ],
+    ids=["unknown-key", "empty-range", "r-outside-0-1", "unknown-layer-group"],
+)
+def test_bad_specs_stop_before_anything_starts(tmp_path, change, message):
+    spec = _spec(tmp_path, "bad")
+    data = yaml.safe_load(spec.read_text())
+    for key, value in change.items():
+        if key == "params":
+            data["params"].update(value)
+        else:
+            data[key] = value
+    spec.write_text(yaml.safe_dump(data))
+    state = tmp_path / "state"
+    done = _search(str(spec), "--state-dir", str(state), timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and str(spec) in lines[0], done.stderr
+    assert not (state / "searches").exists()  # no search record, no Ray, no MLflow server
+    assert not (state / "mlflow").exists()
