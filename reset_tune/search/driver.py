@@ -58,7 +58,6 @@ from reset_tune.search.trainable import (
     run_trial,
     trial_threads,
 )
-from reset_tune.search.tune_files import INTERRUPTED as TRIAL_INTERRUPTED
 from reset_tune.search.tune_files import read_experiment
 from reset_tune.state import mlflow_dir, optuna_storage_url
 from reset_tune.tracking import (
@@ -143,7 +142,7 @@ def run_search(spec_path: str | os.PathLike | None, options: SearchOptions) -> S
         )
         with _ray_connection(options.address, options.state, say):
             _run_segment(spec, record, study, sink, parent, options, say)
-        report = build_report(spec, record, study, search_finished=True)
+        report = build_report(spec, record, study)
         report.tracking_uri = tracking_uri
         finish_search_run(sink, parent, spec, record, report)
         sink.flush(timeout_s=30.0)
@@ -267,7 +266,9 @@ def _seed_configs(value: str, state: Path) -> tuple[list[dict[str, Any]], str]:
         ) from None
     spec = SearchSpec.from_dict(previous.spec, source=previous.spec_source)
     trials = [t for seg in previous.segments for t in read_experiment(previous.tune_dir / seg.name)]
-    report_trials = outcomes(spec, trials, numbers=previous.trial_numbers, search_finished=True)
+    report_trials = outcomes(
+        spec, trials, numbers=previous.trial_numbers, interrupted=previous.interrupted_trials
+    )
     ranked = SearchReport(
         previous.search_id, spec.objective.metric, spec.mode, report_trials, {}
     ).ranked()
@@ -327,7 +328,9 @@ def _run_segment(
         found = searcher.trial_number(trial_id)
         if found is None:
             return record.trial_numbers.get(trial_id)
-        record.trial_numbers[trial_id] = found
+        if record.trial_numbers.get(trial_id) != found:
+            record.trial_numbers[trial_id] = found
+            record.save()  # so that a resumed search can tell its trials apart
         return found
 
     tracker = TrialTracker(
@@ -426,13 +429,20 @@ def _requeue_interrupted(
         study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED_ATTR, True)
         study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
         study.enqueue_trial(dict(trial.params))
+    running_numbers = {t.number for t in running}
     resume_from: dict[str, str] = {}
     for segment in record.segments:
         if segment.finished:
             continue
         for trial in read_experiment(record.tune_dir / segment.name):
-            if trial.outcome(search_finished=False) != TRIAL_INTERRUPTED:
+            if trial.final_row is not None or trial.failure_reason is not None:
                 continue
+            number = record.trial_numbers.get(trial.trial_id)
+            if number is not None and number not in running_numbers:
+                continue  # pruned or finished as far as the study knows
+            if number is None and spec.prunes:
+                continue  # cannot tell a pruned trial from an interrupted one: leave it
+            record.interrupted_trials.append(trial.trial_id)
             checkpoint = trial.latest_checkpoint()
             if checkpoint is not None:
                 resume_from[params_key(trial.params)] = str(checkpoint)
@@ -443,6 +453,7 @@ def _requeue_interrupted(
                 handle, RUN_KILLED, failure_reason="the search was interrupted; re-run on resume"
             )
         segment.finished = True
+    record.save()
     if running:
         say(
             f"resuming: {len(running)} interrupted trial(s) queued again "
@@ -515,12 +526,14 @@ def search_tags(spec: SearchSpec, record: SearchRecord) -> dict[str, str]:
 
 
 def build_report(
-    spec: SearchSpec, record: SearchRecord, study: optuna.Study | None, *, search_finished: bool
+    spec: SearchSpec, record: SearchRecord, study: optuna.Study | None
 ) -> SearchReport:
     trials = [t for seg in record.segments for t in read_experiment(record.tune_dir / seg.name)]
-    # A trial re-run on resume appears twice; the interrupted attempt is not an outcome.
-    listed = outcomes(spec, trials, numbers=record.trial_numbers, search_finished=search_finished)
-    listed = [t for t in listed if t.outcome != TRIAL_INTERRUPTED or not search_finished]
+    listed = outcomes(
+        spec, trials, numbers=record.trial_numbers, interrupted=record.interrupted_trials
+    )
+    # A trial re-run on resume appears twice; only the attempt that ran to its end counts.
+    listed = [t for t in listed if t.tune_trial_id not in record.interrupted_trials]
     importances = param_importances(study) if study is not None else {}
     return SearchReport(
         search_id=record.search_id,

@@ -50,6 +50,8 @@ class SearchRecord:
     status: str = RUNNING
     segments: list[Segment] = field(default_factory=list)
     trial_numbers: dict[str, int] = field(default_factory=dict)  # Tune trial id -> Optuna number
+    # Tune trials a stopped search left running (re-run on resume): not outcomes of the search.
+    interrupted_trials: list[str] = field(default_factory=list)
     tracking_explicit: bool = False  # given by --mlflow-uri / $MLFLOW_TRACKING_URI
     mlflow_parent_run_id: str | None = None
     best: dict[str, Any] | None = None

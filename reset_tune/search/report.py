@@ -11,7 +11,7 @@ import io
 import json
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -193,7 +193,7 @@ def outcomes(
     trials: Iterable[TuneTrial],
     *,
     numbers: dict[str, int],
-    search_finished: bool,
+    interrupted: Collection[str] = (),
 ) -> list[TrialOutcome]:
     """One `TrialOutcome` per Tune trial (trials re-run on resume keep their own entries)."""
     out = []
@@ -208,7 +208,7 @@ def outcomes(
         outcome = TrialOutcome(
             label=label,
             tune_trial_id=trial.trial_id,
-            outcome=trial.outcome(search_finished=search_finished),
+            outcome=trial.outcome(pruning=spec.prunes, interrupted=interrupted),
             params=dict(trial.params),
             config=config,
             failure_reason=trial.failure_reason,

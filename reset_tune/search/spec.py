@@ -474,6 +474,11 @@ class SearchSpec(_Strict):
         return fixed
 
     @property
+    def prunes(self) -> bool:
+        """Whether a scheduler may stop trials early (their runs then end as pruned)."""
+        return isinstance(self.scheduler, AshaScheduler)
+
+    @property
     def max_t(self) -> int | None:
         """ASHA's horizon in steps (default: the training budget), or None without ASHA."""
         if not isinstance(self.scheduler, AshaScheduler):

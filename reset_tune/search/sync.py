@@ -107,7 +107,7 @@ def sync_search(record: SearchRecord, tracking_uri: str) -> SyncReport:
                 report.metrics_logged += sum(len(m) for _, m in rows)
                 if rows:
                     sink.log_metrics(handle, rows)
-                outcome = trial.outcome(search_finished=finished)
+                outcome = trial.outcome(pruning=spec.prunes, interrupted=record.interrupted_trials)
                 if outcome == COMPLETE:
                     final = trial.final_row
                     sink.finish_trial(
@@ -124,7 +124,7 @@ def sync_search(record: SearchRecord, tracking_uri: str) -> SyncReport:
                     sink.finish_trial(handle, tracking_names.KILLED, failure_reason="stopped early")
                 report.trials_recorded += 1
         if finished and not _ended(tracking_uri, parent_id):
-            search_report = build_report(spec, record, None, search_finished=True)
+            search_report = build_report(spec, record, None)
             finish_search_run(sink, parent, spec, record, search_report)
         if not sink.flush(timeout_s=120.0):
             raise SyncFailed(

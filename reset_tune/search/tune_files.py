@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,12 +77,16 @@ class TuneTrial:
         found = sorted(self.path.glob("checkpoint_*"))
         return found[-1] if found else None
 
-    def outcome(self, *, search_finished: bool) -> str:
+    def outcome(self, *, pruning: bool, interrupted: Collection[str] = ()) -> str:
+        """COMPLETE, FAILED, or for a trial that stopped without a result: INTERRUPTED when it is
+        in `interrupted` (left running by a stopped search) or nothing prunes, else PRUNED."""
         if self.final_row is not None:
             return COMPLETE
         if self.failure_reason is not None:
             return FAILED
-        return PRUNED if search_finished else INTERRUPTED
+        if self.trial_id in interrupted or not pruning:
+            return INTERRUPTED
+        return PRUNED
 
 
 def metric_items(row: dict[str, Any]) -> dict[str, float]:
