@@ -17,7 +17,7 @@ from typing import Any
 
 from reset_tune import names
 from reset_tune.search.spec import RESET_PROB, SearchSpec
-from reset_tune.search.trainable import OBJECTIVE, WALL_TIME
+from reset_tune.search.trainable import OBJECTIVE, WALL_TIME, results_from_row, trial_summary
 from reset_tune.search.tune_files import COMPLETE, TuneTrial
 
 
@@ -215,10 +215,11 @@ def outcomes(
             steps_reported=len(trial.evaluation_rows),
         )
         if final is not None:
+            summary = trial_summary(spec, results_from_row(final))
             outcome.objective = float(final[OBJECTIVE])
-            outcome.test_acc = _float(final.get(names.TEST_ACC))
-            outcome.num_resets = _float(final.get(names.RESET_COUNT))
-            outcome.wall_time_s = _float(final.get(WALL_TIME))
+            outcome.test_acc = summary[names.TEST_ACC]
+            outcome.num_resets = summary[names.RESET_COUNT]
+            outcome.wall_time_s = summary[WALL_TIME]
         out.append(outcome)
     return out
 

@@ -113,7 +113,7 @@ def sync_search(record: SearchRecord, tracking_uri: str) -> SyncReport:
                     sink.finish_trial(
                         handle,
                         tracking_names.FINISHED,
-                        summary_metrics=summary_metrics(final),
+                        summary_metrics=summary_metrics(spec, final),
                         artifacts=trial_artifacts(final, label),
                     )
                 elif outcome == FAILED:

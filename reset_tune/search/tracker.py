@@ -28,12 +28,12 @@ from reset_tune import names
 from reset_tune.search.spec import RESET_PROB, RESETTING, SearchSpec
 from reset_tune.search.trainable import (
     FAILURE_REASON,
+    FINAL_KEYS,
     OBJECTIVE,
     RESULT_JSON,
     SEED_INDEX,
-    SUMMARY_KEYS,
-    WALL_TIME,
     results_from_row,
+    trial_summary,
 )
 from reset_tune.search.tune_files import metric_items
 from reset_tune.tracking import TrackingSink, config_tags
@@ -63,7 +63,7 @@ def trial_params(spec: SearchSpec, config: Mapping[str, Any]) -> dict[str, Any]:
 def evaluation_metrics(row: Mapping[str, Any], *, seeds: int) -> dict[str, float]:
     """One evaluation row as MLflow metrics: with several seeds, keys are ``seed<i>/<key>``."""
     metrics = metric_items(dict(row))
-    for key in (names.STEP, "seed", SEED_INDEX):
+    for key in (names.STEP, "seed", SEED_INDEX, *FINAL_KEYS):
         metrics.pop(key, None)
     if seeds > 1:
         index = int(row.get(SEED_INDEX, 0))
@@ -71,9 +71,9 @@ def evaluation_metrics(row: Mapping[str, Any], *, seeds: int) -> dict[str, float
     return metrics
 
 
-def summary_metrics(row: Mapping[str, Any]) -> dict[str, float]:
-    keys = (*SUMMARY_KEYS, WALL_TIME, OBJECTIVE)
-    return {k: float(row[k]) for k in keys if isinstance(row.get(k), int | float)}
+def summary_metrics(spec: SearchSpec, row: Mapping[str, Any]) -> dict[str, float]:
+    """A final row's summary metrics (means over seeds), recomputed from its full results."""
+    return trial_summary(spec, results_from_row(row))
 
 
 def trial_artifacts(row: Mapping[str, Any], label: str) -> dict[str, bytes | str]:
@@ -157,8 +157,7 @@ class TrialTracker(Callback):
             log.failure = str(result[FAILURE_REASON])
             return
         if OBJECTIVE in result and RESULT_JSON in result:
-            log.final = dict(result)
-            return
+            log.final = dict(result)  # its last evaluation is logged below, like the others
         if names.STEP not in result:
             return
         key = (int(result.get(SEED_INDEX, 0)), int(result[names.STEP]))
@@ -178,7 +177,7 @@ class TrialTracker(Callback):
             self.sink.finish_trial(
                 log.handle,
                 FINISHED,
-                summary_metrics=summary_metrics(log.final),
+                summary_metrics=summary_metrics(self.spec, log.final),
                 artifacts=trial_artifacts(log.final, log.label),
             )
         else:

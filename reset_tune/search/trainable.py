@@ -5,10 +5,11 @@ What a trial reports to Tune (one row per evaluation, then one final row):
 - every evaluation: the engine's metrics (`reset_tune.names`: ``step``, ``val/acc``, ...), plus
   ``seed`` and `RUNNING_OBJECTIVE` (the objective at the best evaluation so far of this seed: what
   an ASHA scheduler compares, with ``step`` as its time attribute);
-- last: `OBJECTIVE` (the objective metric at θbest, the mean over seeds), the summary metrics
-  (means over seeds) and `RESULT_JSON`, every seed's full `TrainResult`. The searcher ranks trials
-  by `OBJECTIVE` only, so a trial stopped early (pruned) never reports it and Optuna records it as
-  pruned, not as a complete trial with a partial value.
+- last: the last evaluation together with `OBJECTIVE` (the objective metric at θbest, the mean
+  over seeds), summary metrics and `RESULT_JSON`, every seed's full `TrainResult`; in one row,
+  so that a scheduler never stops a trial between its last evaluation and its result. The
+  searcher ranks trials by `OBJECTIVE` only, so a trial stopped early (pruned) never reports it
+  and Optuna records it as pruned, not as a complete trial with a partial value.
 
 Every `checkpoint_every` evaluations the full training state (`TrainingRun.state_dict()`: model,
 optimizer, scheduler, resetter, sampler and augmenter RNGs), the finished seeds' results and the
@@ -49,7 +50,8 @@ SEED = "seed"
 SEED_INDEX = "seed_index"
 RESULT_JSON = "result_json"  # final row only: [TrainResult.to_dict() per seed], as JSON
 FAILURE_REASON = "failure_reason"
-# Summary metrics of the final row: the mean over seeds of each `TrainResult.summary_metrics` key.
+# A trial's summary metrics (`trial_summary`): the mean over seeds of each of these
+# `TrainResult.summary_metrics` keys, plus the total wall time.
 SUMMARY_KEYS = (
     names.TEST_ACC,
     names.FINAL_TEST_ACC,
@@ -60,6 +62,20 @@ SUMMARY_KEYS = (
     names.STEPS_PER_S,
 )
 WALL_TIME = "perf/wall_time_s"
+# The final row carries the last evaluation's metrics too (so that a scheduler sees the last step
+# and the trial's result together); these keys are the final row's own. The summary's
+# `reset/count` and `perf/steps_per_s` would collide with the evaluation's and are left to
+# `trial_summary`, which reads them from `RESULT_JSON`.
+FINAL_KEYS = (
+    OBJECTIVE,
+    RESULT_JSON,
+    WALL_TIME,
+    names.TEST_ACC,
+    names.FINAL_TEST_ACC,
+    names.BEST_VAL_ACC,
+    names.BEST_VAL_LOSS,
+    names.BEST_STEP,
+)
 
 _CHECKPOINT_FILE = "trial_state.pt"
 _CHECKPOINT_VERSION = 1
@@ -91,13 +107,20 @@ def objective_value(spec: SearchSpec, result: TrainResult) -> float:
     return result.best_val_acc if spec.objective.metric == "val_acc" else result.best_val_loss
 
 
+def trial_summary(spec: SearchSpec, results: list[TrainResult]) -> dict[str, float]:
+    """A trial's summary metrics: means over seeds, total wall time, and the objective."""
+    summary = {
+        key: sum(r.summary_metrics()[key] for r in results) / len(results) for key in SUMMARY_KEYS
+    }
+    summary[WALL_TIME] = sum(r.wall_time_s for r in results)
+    summary[OBJECTIVE] = sum(objective_value(spec, r) for r in results) / len(results)
+    return summary
+
+
 def final_row(spec: SearchSpec, results: list[TrainResult]) -> dict[str, Any]:
-    """The trial's last report: objective and summary metrics (means over seeds), full results."""
-    row: dict[str, Any] = {}
-    for key in SUMMARY_KEYS:
-        row[key] = sum(r.summary_metrics()[key] for r in results) / len(results)
-    row[WALL_TIME] = sum(r.wall_time_s for r in results)
-    row[OBJECTIVE] = sum(objective_value(spec, r) for r in results) / len(results)
+    """The trial's result as reported: `FINAL_KEYS` (with every seed's result as JSON)."""
+    summary = trial_summary(spec, results)
+    row: dict[str, Any] = {k: summary[k] for k in FINAL_KEYS if k in summary}
     row[RESULT_JSON] = json.dumps([r.to_dict() for r in results], default=str)
     return row
 
@@ -114,6 +137,7 @@ class _Reporter(Callback):
         self.trial = trial
         self.every = every
         self.best: float | None = None
+        self.last_row: dict[str, Any] = {}
 
     def on_evaluation(self, run: TrainingRun, metrics: dict[str, float]) -> None:
         from ray import tune
@@ -124,6 +148,10 @@ class _Reporter(Callback):
             self.best = value
         row = {**metrics, SEED: run.config.seed, SEED_INDEX: trial.seed_index}
         row[RUNNING_OBJECTIVE] = self.best
+        last_seed = trial.seed_index == len(trial.configs) - 1
+        if last_seed and run.step >= run.config.steps:
+            self.last_row = row  # reported with the trial's result, in one row
+            return
         if len(run.history) % self.every == 0 and run.step < run.config.steps:
             with tempfile.TemporaryDirectory(prefix="reset-tune-ckpt-") as directory:
                 trial.save(Path(directory), run)
@@ -192,6 +220,7 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     if trial.failure is not None:
         raise TrialFailed(trial.failure)
 
+    last_row: dict[str, Any] = {}
     while trial.seed_index < len(trial.configs):
         config = trial.configs[trial.seed_index]
         run = None
@@ -200,12 +229,14 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
             if trial.run_state is not None:
                 run.load_state_dict(trial.run_state)
                 trial.run_state = None
-            result = run.run([_Reporter(trial, setup.checkpoint_every)])
+            reporter = _Reporter(trial, setup.checkpoint_every)
+            result = run.run([reporter])
+            last_row = reporter.last_row
         except (TrainingDiverged, torch.OutOfMemoryError) as error:
             _fail(trial, run, _reason(error, config))
         trial.finished.append(result)
         trial.seed_index += 1
-    tune.report(final_row(spec, trial.finished))
+    tune.report({**last_row, **final_row(spec, trial.finished)})
 
 
 def params_key(params: Mapping[str, Any]) -> str:

@@ -61,11 +61,14 @@ class TuneTrial:
 
     @property
     def evaluation_rows(self) -> list[dict[str, Any]]:
-        """The per-evaluation rows, each (seed index, step) once (a resumed trial repeats some)."""
+        """The per-evaluation rows, each (seed index, step) once (a resumed trial repeats some).
+
+        The final row is among them: it also holds the last evaluation.
+        """
         seen: set[tuple[int, int]] = set()
         rows = []
         for row in self.rows:
-            if OBJECTIVE in row or FAILURE_REASON in row or names.STEP not in row:
+            if FAILURE_REASON in row or names.STEP not in row:
                 continue
             key = (int(row.get("seed_index", 0)), int(row[names.STEP]))
             if key not in seen:

@@ -450,3 +450,46 @@ def test_bad_specs_stop_before_anything_starts(tmp_path, change, message):
     assert len(lines) == 1 and message in lines[0] and str(spec) in lines[0], done.stderr
     assert not (state / "searches").exists()  # no search record, no Ray, no MLflow server
     assert not (state / "mlflow").exists()
+
+
+def test_asha_stops_poor_trials_and_they_count_as_pruned(cluster, tmp_path):
+    import optuna
+
+    from reset_tune.search.driver import SearchOptions, run_search
+    from reset_tune.tracking import MemorySink
+
+    spec = _spec(
+        tmp_path,
+        "asha",
+        trials=3,
+        concurrency=1,
+        train={"steps": 400},
+        scheduler={"type": "asha", "grace_period": 100, "reduction_factor": 2},
+        params={"lr": {"type": "categorical", "choices": [0.0001, 0.1]}},
+    )
+    seeds = tmp_path / "seeds.yaml"
+    # One trial that learns, then two that cannot (lr 1e-4): ASHA must stop those at a rung.
+    good = {"reset_prob": 0, "lr": 0.1, "batch_size": 16}
+    poor = {"reset_prob": 0, "lr": 0.0001, "batch_size": 16}
+    seeds.write_text(yaml.safe_dump([good, poor, {**poor, "batch_size": 32}]))
+    sink = MemorySink()
+    state = tmp_path / "state"
+    outcome = run_search(
+        spec,
+        SearchOptions(
+            state=state, address=cluster, seed_configs=str(seeds), tracking=sink, stream=sys.stderr
+        ),
+    )
+    report = outcome.report
+    assert report.counts() == {"complete": 1, "pruned": 2}
+    assert report.best.config["lr"] == 0.1
+    for trial in report.trials:
+        if trial.outcome == "pruned":
+            assert trial.steps_reported < 400 // 50
+    study = optuna.load_study(
+        study_name=outcome.record.search_id, storage=outcome.record.optuna_storage
+    )
+    states = sorted(t.state.name for t in study.get_trials())
+    assert states == ["COMPLETE", "PRUNED", "PRUNED"]
+    runs = [r for r in sink.runs.values() if r.kind == "trial"]
+    assert sorted(r.status for r in runs) == ["FINISHED", "KILLED", "KILLED"]
