@@ -376,7 +376,9 @@ def _run_segment(
             name=segment.name,
             storage_path=options.tune_storage or str(record.tune_dir),
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Two, not one: Tune snapshots the experiment each time a trial's oldest kept
+            # checkpoint is deleted, and with one that happened at every checkpoint.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[tracker, progress, JsonLoggerCallback()],
             verbose=0,
         ),
@@ -582,17 +584,19 @@ def _ray_connection(address: str | None, state: Path, say) -> Iterator[None]:
 
     import ray
 
-    if ray.is_initialized():
-        yield
-        return
-    from reset_tune.search.cluster import ensure_auth_mode, find_local_stack
-
     # Tune's default loggers would copy the final row's full results into a CSV and TensorBoard
     # files; the driver adds the JSON logger (the result files `sync` reads) itself.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     # The searcher's metric (`objective`) is in a trial's final row only, by design: a pruned
     # trial must not hand Optuna a partial value. Tune would reject the other rows otherwise.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # Its advice (fewer checkpoints) is already taken; the warning would repeat all search long.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if ray.is_initialized():
+        yield
+        return
+    from reset_tune.search.cluster import ensure_auth_mode, find_local_stack
+
     target = address or os.environ.get("RAY_ADDRESS")
     if not target:
         stack = find_local_stack(state)
@@ -603,7 +607,13 @@ def _ray_connection(address: str | None, state: Path, say) -> Iterator[None]:
             ray.init(address=target, logging_level=logging.WARNING, log_to_driver=False)
             say(f"connected to the Ray cluster at {target}")
         else:
-            ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+            # address="local": a new instance, never a cluster `ray start` left on this machine.
+            ray.init(
+                address="local",
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+            )
             say("started a local Ray instance for this search (`reset-tune up` keeps one running)")
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise SearchFailed(
