@@ -132,6 +132,19 @@ def ensure_auth_mode(address: str | None) -> None:
     _refresh_ray_config()
 
 
+def join_local_stack() -> None:
+    """Prepare this process to connect to the stack of `reset-tune up` (call before `ray.init`).
+
+    The stack's head runs with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, so it listens on 127.0.0.1
+    only; a driver without that setting would look for it at the machine's routable address and
+    never reach it. Auth follows `ensure_auth_mode` (disabled on loopback, unless set).
+    """
+    if os.environ.get(LOOPBACK_ONLY_ENV, "0").lower() in ("0", "false"):
+        os.environ[LOOPBACK_ONLY_ENV] = "0"
+        _loopback_only_in_process()
+    ensure_auth_mode("127.0.0.1")
+
+
 def _token_available() -> bool:
     if os.environ.get(AUTH_TOKEN_ENV):
         return True

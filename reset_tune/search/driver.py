@@ -49,7 +49,15 @@ from reset_tune.search.record import (
 )
 from reset_tune.search.report import SearchReport, best_config_text, outcomes, param_importances
 from reset_tune.search.space import enqueue_configurations, make_sampler, space_function
-from reset_tune.search.spec import AshaScheduler, Categorical, SearchSpec, load_spec
+from reset_tune.search.spec import (
+    RESETTING,
+    RESETTING_OFF,
+    RESETTING_ON,
+    AshaScheduler,
+    Categorical,
+    SearchSpec,
+    load_spec,
+)
 from reset_tune.search.trainable import (
     OBJECTIVE,
     RUNNING_OBJECTIVE,
@@ -233,12 +241,20 @@ def _open_study(spec: SearchSpec, record: SearchRecord, options: SearchOptions) 
         direction=spec.objective.direction,
         load_if_exists=True,
     )
-    if not options.resume and options.seed_configs:
+    if options.resume:
+        return study
+    if options.seed_configs:
         configs, source = _seed_configs(options.seed_configs, options.state)
         queued = enqueue_configurations(study, spec, configs, source=source)
         _printer(options.stream or sys.stdout)(
             f"queued {len(queued)} known configuration(s) from {source} first"
         )
+    if spec.has_off_arm:
+        # The random start-up trials alternate resetting on and off (everything else drawn at
+        # random): a fair coin leaves one arm out of 6 start-up trials once in 32 searches,
+        # and then TPE has nothing to compare the other arm with.
+        for i in range(spec.sampler.startup_trials):
+            study.enqueue_trial({RESETTING: RESETTING_ON if i % 2 == 0 else RESETTING_OFF})
     return study
 
 
@@ -595,13 +611,17 @@ def _ray_connection(address: str | None, state: Path, say) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    from reset_tune.search.cluster import ensure_auth_mode, find_local_stack
+    from reset_tune.search.cluster import ensure_auth_mode, find_local_stack, join_local_stack
 
     target = address or os.environ.get("RAY_ADDRESS")
-    if not target:
-        stack = find_local_stack(state)
-        target = stack.gcs_address if stack is not None else None
-    ensure_auth_mode(target)
+    stack = find_local_stack(state)
+    if stack is not None and target in (None, stack.gcs_address):
+        target = stack.gcs_address
+        join_local_stack()
+    else:
+        ensure_auth_mode(target)
+    if target and target != "auto" and not target.startswith("ray://"):
+        _check_reachable(target)
     try:
         if target:
             ray.init(address=target, logging_level=logging.WARNING, log_to_driver=False)
@@ -624,6 +644,23 @@ def _ray_connection(address: str | None, state: Path, say) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, with the fix, when nothing listens at a GCS address (Ray would retry for
+    many minutes)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+            return
+    except (OSError, ValueError) as error:
+        raise SearchFailed(
+            f"no Ray cluster answers at {address} ({error}); start one (`reset-tune up`, "
+            "`ray start --head`), fix --address / RAY_ADDRESS, or leave both unset to use a "
+            "local Ray instance"
+        ) from None
 
 
 def _printer(stream: TextIO):
