@@ -243,6 +243,7 @@ def _open_study(spec: SearchSpec, record: SearchRecord, options: SearchOptions) 
     )
     if options.resume:
         return study
+    queued: list = []
     if options.seed_configs:
         configs, source = _seed_configs(options.seed_configs, options.state)
         queued = enqueue_configurations(study, spec, configs, source=source)
@@ -253,7 +254,8 @@ def _open_study(spec: SearchSpec, record: SearchRecord, options: SearchOptions) 
         # The random start-up trials alternate resetting on and off (everything else drawn at
         # random): a fair coin leaves one arm out of 6 start-up trials once in 32 searches,
         # and then TPE has nothing to compare the other arm with.
-        for i in range(spec.sampler.startup_trials):
+        startup = min(spec.sampler.startup_trials, record.target_trials - len(queued))
+        for i in range(max(startup, 0)):
             study.enqueue_trial({RESETTING: RESETTING_ON if i % 2 == 0 else RESETTING_OFF})
     return study
 
