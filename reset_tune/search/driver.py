@@ -101,6 +101,7 @@ class SearchOptions:
     seed_configs: str | None = None  # a YAML/JSON file, or a previous search id
     max_failures: int = 2  # Tune retries per trial after a worker or node dies
     checkpoint_every: int = 5  # evaluations between trial checkpoints
+    report_interval_s: float = 2.0  # least time between a trial's reports (without a scheduler)
     tune_storage: str | None = None  # where Tune keeps trial files; shared across nodes
     stream: TextIO | None = None  # progress (default stdout)
     tracking: TrackingSink | None = None  # None: an MlflowSink; tests may pass a MemorySink
@@ -329,6 +330,9 @@ def _run_segment(
         checkpoint_every=options.checkpoint_every,
         threads=trial_threads(spec.resources.cpus),
         resume_from=resume_from,
+        # A scheduler decides at its rungs, so it must see every evaluation; without one,
+        # batching evaluations saves a driver round trip per evaluation.
+        report_interval_s=0.0 if spec.prunes else options.report_interval_s,
     )
     searcher = TrialSearch(
         space=space_function(spec),

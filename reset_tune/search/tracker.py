@@ -32,6 +32,7 @@ from reset_tune.search.trainable import (
     OBJECTIVE,
     RESULT_JSON,
     SEED_INDEX,
+    evaluation_rows,
     results_from_row,
     trial_summary,
 )
@@ -155,19 +156,19 @@ class TrialTracker(Callback):
             return
         if result.get(FAILURE_REASON):
             log.failure = str(result[FAILURE_REASON])
-            return
         if OBJECTIVE in result and RESULT_JSON in result:
             log.final = dict(result)  # its last evaluation is logged below, like the others
-        if names.STEP not in result:
-            return
-        key = (int(result.get(SEED_INDEX, 0)), int(result[names.STEP]))
-        if key in log.logged:
-            return  # re-reported after a restart from an earlier checkpoint
-        log.logged.add(key)
-        step = int(result[names.STEP])
-        log.last_step = max(log.last_step, step)
-        metrics = evaluation_metrics(result, seeds=len(self.spec.seeds))
-        self.sink.log_metrics(log.handle, [(step, metrics)])
+        batch = []
+        for row in evaluation_rows(result):
+            key = (int(row.get(SEED_INDEX, 0)), int(row[names.STEP]))
+            if key in log.logged:
+                continue  # re-reported after a restart from an earlier checkpoint
+            log.logged.add(key)
+            step = int(row[names.STEP])
+            log.last_step = max(log.last_step, step)
+            batch.append((step, evaluation_metrics(row, seeds=len(self.spec.seeds))))
+        if batch:
+            self.sink.log_metrics(log.handle, batch)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         log = None if self._inert else self._trials.pop(trial.trial_id, None)

@@ -1,6 +1,7 @@
 """The Ray Tune function trainable: one trial = the engine run on each of the spec's seeds.
 
-What a trial reports to Tune (one row per evaluation, then one final row):
+What a trial reports to Tune (rows at most every `TrialSetup.report_interval_s` seconds, each
+carrying the evaluations since the previous one, see `evaluation_rows`; then one final row):
 
 - every evaluation: the engine's metrics (`reset_tune.names`: ``step``, ``val/acc``, ...), plus
   ``seed`` and `RUNNING_OBJECTIVE` (the objective at the best evaluation so far of this seed: what
@@ -28,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +52,8 @@ SEED = "seed"
 SEED_INDEX = "seed_index"
 RESULT_JSON = "result_json"  # final row only: [TrainResult.to_dict() per seed], as JSON
 FAILURE_REASON = "failure_reason"
+NODE_ID = "node_id"  # the Ray node that ran the evaluation
+EVALUATIONS = "evaluations"  # JSON list of the evaluations before this row's since the last report
 # A trial's summary metrics (`trial_summary`): the mean over seeds of each of these
 # `TrainResult.summary_metrics` keys, plus the total wall time.
 SUMMARY_KEYS = (
@@ -95,8 +99,9 @@ class TrialSetup:
 
     spec: SearchSpec
     data: Mapping[tuple[int, bool], DataSplits]  # by (seed, augment)
-    checkpoint_every: int = 5  # evaluations between checkpoints
+    checkpoint_every: int = 5  # evaluations between checkpoints (at the next report)
     threads: int = 1  # torch intra-op threads per trial
+    report_interval_s: float = 2.0  # least time between two reports to Tune
     # Checkpoint folders of trials an interrupted search left running, by `params_key`: a
     # re-queued trial with those parameters continues from there (see `driver`).
     resume_from: Mapping[str, str] = field(default_factory=dict)
@@ -130,34 +135,59 @@ def results_from_row(row: Mapping[str, Any]) -> list[TrainResult]:
     return [TrainResult.from_dict(values) for values in json.loads(row[RESULT_JSON])]
 
 
-class _Reporter(Callback):
-    """Reports each evaluation to Tune; every `every` evaluations with a checkpoint."""
+def evaluation_rows(row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The evaluations one reported row carries: those batched in `EVALUATIONS`, then the row
+    itself when it is one (every row but a failure report)."""
+    rows = [dict(r) for r in json.loads(row[EVALUATIONS])] if row.get(EVALUATIONS) else []
+    if names.STEP in row and not row.get(FAILURE_REASON):
+        rows.append({k: v for k, v in row.items() if k != EVALUATIONS})
+    return rows
 
-    def __init__(self, trial: _TrialState, every: int) -> None:
+
+class _Reporter(Callback):
+    """Hands evaluations to Tune at most every `interval_s` seconds, several to a row.
+
+    `tune.report` waits for the driver to take the row (a round trip per call), so reporting
+    each evaluation of a fast model would spend a good part of the trial waiting. A row carries
+    the latest evaluation's metrics (what a scheduler compares) and the earlier ones since the
+    last report in `EVALUATIONS`. Once `every` evaluations have passed since the last
+    checkpoint, the next report carries one.
+    """
+
+    def __init__(self, trial: _TrialState, every: int, interval_s: float) -> None:
         self.trial = trial
         self.every = every
+        self.interval_s = interval_s
         self.best: float | None = None
-        self.last_row: dict[str, Any] = {}
 
     def on_evaluation(self, run: TrainingRun, metrics: dict[str, float]) -> None:
-        from ray import tune
-
         trial = self.trial
         value = metrics[trial.objective_key]
         if self.best is None or _better(value, self.best, trial.spec.mode):
             self.best = value
         row = {**metrics, SEED: run.config.seed, SEED_INDEX: trial.seed_index}
         row[RUNNING_OBJECTIVE] = self.best
-        last_seed = trial.seed_index == len(trial.configs) - 1
-        if last_seed and run.step >= run.config.steps:
-            self.last_row = row  # reported with the trial's result, in one row
-            return
-        if len(run.history) % self.every == 0 and run.step < run.config.steps:
+        row[NODE_ID] = trial.node_id
+        trial.pending.append(row)
+        trial.since_checkpoint += 1
+        if trial.seed_index == len(trial.configs) - 1 and run.step >= run.config.steps:
+            return  # the last evaluation goes with the trial's result, in one row
+        if time.monotonic() - trial.last_report >= self.interval_s:
+            self.report(run)
+
+    def report(self, run: TrainingRun) -> None:
+        from ray import tune
+
+        trial = self.trial
+        row = trial.take_pending()
+        if trial.since_checkpoint >= self.every and run.step < run.config.steps:
             with tempfile.TemporaryDirectory(prefix="reset-tune-ckpt-") as directory:
                 trial.save(Path(directory), run)
                 tune.report(row, checkpoint=tune.Checkpoint.from_directory(directory))
+            trial.since_checkpoint = 0
         else:
             tune.report(row)
+        trial.last_report = time.monotonic()
 
 
 def _better(value: float, best: float, mode: str) -> bool:
@@ -177,7 +207,21 @@ class _TrialState:
         self.finished: list[TrainResult] = []
         self.run_state: dict[str, Any] | None = None
         self.failure: str | None = None
+        self.pending: list[dict[str, Any]] = []  # evaluations not reported yet
+        self.node_id: str | None = None  # the Ray node running this attempt
+        self.since_checkpoint = 0
+        self.last_report = time.monotonic()
         self.objective_key = names.VAL_ACC if spec.objective.metric == "val_acc" else names.VAL_LOSS
+
+    def take_pending(self) -> dict[str, Any]:
+        """The row that reports the pending evaluations (the latest, carrying the others)."""
+        rows, self.pending = self.pending, []
+        if not rows:
+            return {}
+        row = dict(rows[-1])
+        if len(rows) > 1:
+            row[EVALUATIONS] = json.dumps(rows[:-1])
+        return row
 
     def save(self, directory: Path, run: TrainingRun | None) -> None:
         state = {
@@ -206,11 +250,13 @@ class _TrialState:
 
 def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     """The function trainable: Tune's trial config is the Optuna draw (`space.suggest`)."""
+    import ray
     from ray import tune
 
     torch.set_num_threads(max(1, setup.threads))
     spec = setup.spec
     trial = _TrialState(spec, params)
+    trial.node_id = ray.get_runtime_context().get_node_id()
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
@@ -220,7 +266,6 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     if trial.failure is not None:
         raise TrialFailed(trial.failure)
 
-    last_row: dict[str, Any] = {}
     while trial.seed_index < len(trial.configs):
         config = trial.configs[trial.seed_index]
         run = None
@@ -229,14 +274,13 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
             if trial.run_state is not None:
                 run.load_state_dict(trial.run_state)
                 trial.run_state = None
-            reporter = _Reporter(trial, setup.checkpoint_every)
+            reporter = _Reporter(trial, setup.checkpoint_every, setup.report_interval_s)
             result = run.run([reporter])
-            last_row = reporter.last_row
         except (TrainingDiverged, torch.OutOfMemoryError) as error:
             _fail(trial, run, _reason(error, config))
         trial.finished.append(result)
         trial.seed_index += 1
-    tune.report({**last_row, **final_row(spec, trial.finished)})
+    tune.report({**trial.take_pending(), **final_row(spec, trial.finished)})
 
 
 def params_key(params: Mapping[str, Any]) -> str:
@@ -261,10 +305,16 @@ def _fail(trial: _TrialState, run: TrainingRun | None, reason: str) -> None:
     step = run.step if run is not None else 0
     with tempfile.TemporaryDirectory(prefix="reset-tune-ckpt-") as directory:
         trial.save(Path(directory), None)
-        tune.report(
-            {names.STEP: step, SEED_INDEX: trial.seed_index, FAILURE_REASON: reason},
-            checkpoint=tune.Checkpoint.from_directory(directory),
-        )
+        row = {
+            names.STEP: step,
+            SEED_INDEX: trial.seed_index,
+            FAILURE_REASON: reason,
+            NODE_ID: trial.node_id,
+        }
+        if trial.pending:
+            row[EVALUATIONS] = json.dumps(trial.pending)  # the curves up to the failure
+            trial.pending = []
+        tune.report(row, checkpoint=tune.Checkpoint.from_directory(directory))
     raise TrialFailed(reason)
 
 

@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from reset_tune import names
-from reset_tune.search.trainable import FAILURE_REASON, OBJECTIVE, RESULT_JSON
+from reset_tune.search.trainable import (
+    FAILURE_REASON,
+    OBJECTIVE,
+    RESULT_JSON,
+    evaluation_rows,
+)
 
 # Trial outcomes as the search reports them (and the MLflow run status each one gets).
 COMPLETE = "complete"
@@ -67,13 +72,12 @@ class TuneTrial:
         """
         seen: set[tuple[int, int]] = set()
         rows = []
-        for row in self.rows:
-            if FAILURE_REASON in row or names.STEP not in row:
-                continue
-            key = (int(row.get("seed_index", 0)), int(row[names.STEP]))
-            if key not in seen:
-                seen.add(key)
-                rows.append(row)
+        for reported in self.rows:
+            for row in evaluation_rows(reported):
+                key = (int(row.get("seed_index", 0)), int(row[names.STEP]))
+                if key not in seen:
+                    seen.add(key)
+                    rows.append(row)
         return rows
 
     def latest_checkpoint(self) -> Path | None:

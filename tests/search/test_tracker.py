@@ -16,6 +16,7 @@ from reset_tune.search import SearchSpec
 from reset_tune.search.report import SearchReport, outcomes
 from reset_tune.search.tracker import TrialTracker, trial_run_key
 from reset_tune.search.trainable import (
+    EVALUATIONS,
     FAILURE_REASON,
     OBJECTIVE,
     RUNNING_OBJECTIVE,
@@ -88,6 +89,15 @@ def test_a_trial_becomes_one_nested_run_with_each_evaluation_once(spec, finished
     assert run.summary_metrics[OBJECTIVE] == finished.result.best_val_acc
     assert run.artifacts["curves.png"][:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(run.artifacts["config.json"])["lr"] == 0.1
+
+    # The same evaluations reported several to a row (as trials batch them) log the same curve.
+    batched = {**finished.rows[-1], EVALUATIONS: json.dumps(finished.rows[:-1])}
+    other = _trial("abc_00001", finished.params)
+    tracker.on_trial_start(0, [], other)
+    tracker.on_trial_result(0, [], other, batched)
+    tracker.on_trial_complete(0, [], other)
+    (second,) = [r for r in sink.runs.values() if r.tags.get("reset_tune.trial_id") == "abc_00001"]
+    assert sink.history(second.run_id, names.VAL_ACC) == sink.history(run.run_id, names.VAL_ACC)
 
 
 def test_pruned_and_failed_trials_end_with_their_status_and_reason(spec, finished):
