@@ -34,6 +34,7 @@ class TrialOutcome:
     wall_time_s: float | None = None
     failure_reason: str | None = None
     steps_reported: int = 0
+    tie_break: float | None = None  # the other validation metric at θbest (val_loss for val_acc)
 
     @property
     def resets(self) -> bool:
@@ -55,8 +56,16 @@ class SearchReport:
         return [t for t in self.trials if t.outcome == COMPLETE and _finite(t.objective)]
 
     def ranked(self) -> list[TrialOutcome]:
+        """Complete trials, best first. Ties on the objective (validation accuracy on a small
+        split moves in steps of 1/n) go to the other validation metric at θbest."""
         sign = -1.0 if self.mode == "max" else 1.0
-        return sorted(self.complete, key=lambda t: sign * float(t.objective))
+        tie_sign = 1.0 if self.objective_metric == "val_acc" else -1.0  # then low loss / high acc
+
+        def key(t: TrialOutcome) -> tuple[float, float]:
+            tie = t.tie_break if t.tie_break is not None and math.isfinite(t.tie_break) else 0.0
+            return (sign * float(t.objective), tie_sign * tie)
+
+        return sorted(self.complete, key=key)
 
     @property
     def best(self) -> TrialOutcome | None:
@@ -220,6 +229,10 @@ def outcomes(
             outcome.test_acc = summary[names.TEST_ACC]
             outcome.num_resets = summary[names.RESET_COUNT]
             outcome.wall_time_s = summary[WALL_TIME]
+            other = (
+                names.BEST_VAL_LOSS if spec.objective.metric == "val_acc" else names.BEST_VAL_ACC
+            )
+            outcome.tie_break = summary[other]
         out.append(outcome)
     return out
 

@@ -173,6 +173,28 @@ def test_tune_files_give_each_trial_its_outcome(spec, finished, tmp_path):
     assert report.table().splitlines()[2].startswith("trial-0000")
 
 
+def test_objective_ties_go_to_the_lower_validation_loss(spec, finished):
+    def trial(name, val_loss):
+        row = dict(finished.rows[-1])
+        results = json.loads(row["result_json"])
+        results[0]["best_val_loss"] = val_loss
+        row["result_json"] = json.dumps(results)
+        return SimpleNamespace(
+            trial_id=name,
+            params=finished.params,
+            rows=[row],
+            final_row=row,
+            failure_reason=None,
+            evaluation_rows=[row],
+            outcome=lambda **_: COMPLETE,
+        )
+
+    listed = outcomes(spec, [trial("a", 1.9), trial("b", 1.7), trial("c", 1.8)], numbers={})
+    assert len({t.objective for t in listed}) == 1
+    report = SearchReport("s", "val_acc", "max", listed, {})
+    assert [t.tune_trial_id for t in report.ranked()] == ["b", "c", "a"]
+
+
 def test_the_best_is_chosen_by_the_objective_not_by_test_accuracy(spec, finished):
     rows = finished.rows
     better_test = dict(rows[-1])
