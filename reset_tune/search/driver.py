@@ -48,7 +48,12 @@ from reset_tune.search.record import (
     search_directory,
 )
 from reset_tune.search.report import SearchReport, best_config_text, outcomes, param_importances
-from reset_tune.search.space import enqueue_configurations, make_sampler, space_function
+from reset_tune.search.space import (
+    enqueue_configurations,
+    make_sampler,
+    space_function,
+    to_trial_params,
+)
 from reset_tune.search.spec import (
     RESETTING,
     RESETTING_OFF,
@@ -124,7 +129,7 @@ def experiment_name(spec: SearchSpec) -> str:
 def run_search(spec_path: str | os.PathLike | None, options: SearchOptions) -> SearchOutcome:
     """Run (or resume) a search; returns its record and report. See the module docstring."""
     out = options.stream or sys.stdout
-    record, spec = _open_search(spec_path, options)
+    record, spec, seeds = _open_search(spec_path, options)
     say = _printer(out)
     say(f"search {record.search_id}: {spec.description or spec.source}")
 
@@ -140,8 +145,8 @@ def run_search(spec_path: str | os.PathLike | None, options: SearchOptions) -> S
     sink = options.tracking or MlflowSink(
         tracking_uri, record.experiment_name, outbox_dir=record.outbox_dir
     )
-    study = _open_study(spec, record, options)
     try:
+        study = _open_study(spec, record, options, seeds)
         parent = sink.start_search(
             record.search_id,
             params=search_params(spec),
@@ -173,9 +178,13 @@ def run_search(spec_path: str | os.PathLike | None, options: SearchOptions) -> S
 
 
 # -- opening a search ----------------------------------------------------------------------------
+SeedConfigs = tuple[list[dict[str, Any]], str]  # configurations to queue first, and their source
+
+
 def _open_search(
     spec_path: str | os.PathLike | None, options: SearchOptions
-) -> tuple[SearchRecord, SearchSpec]:
+) -> tuple[SearchRecord, SearchSpec, SeedConfigs | None]:
+    """Check everything the user gave, then (only then) create the search's record."""
     if options.trials is not None and options.trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {options.trials}")
     if options.resume:
@@ -196,10 +205,16 @@ def _open_search(
         if options.trials is not None:
             record.target_trials = options.trials
         record.status = RUNNING
-        return record, spec
+        return record, spec, None
     if spec_path is None:
         raise ConfigError("give a search spec file (e.g. search_spaces/default.yaml)")
     spec = load_spec(spec_path)
+    seeds = None
+    if options.seed_configs:
+        configs, source = _seed_configs(options.seed_configs, options.state)
+        for i, config in enumerate(configs):
+            to_trial_params(spec, config, where=f"{source}[{i}]")  # raises on a bad one
+        seeds = (configs, source)
     name = experiment_name(spec)
     search_id = new_search_id(name)
     directory = search_directory(options.state, search_id)
@@ -216,7 +231,7 @@ def _open_search(
         directory=str(directory),
     )
     record.save()
-    return record, spec
+    return record, spec, seeds
 
 
 def _recorded_uri(record: SearchRecord, options: SearchOptions) -> str | None:
@@ -226,7 +241,12 @@ def _recorded_uri(record: SearchRecord, options: SearchOptions) -> str | None:
     return None
 
 
-def _open_study(spec: SearchSpec, record: SearchRecord, options: SearchOptions) -> optuna.Study:
+def _open_study(
+    spec: SearchSpec,
+    record: SearchRecord,
+    options: SearchOptions,
+    seeds: SeedConfigs | None = None,
+) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         storage = optuna.storages.RDBStorage(record.optuna_storage)
@@ -245,8 +265,8 @@ def _open_study(spec: SearchSpec, record: SearchRecord, options: SearchOptions) 
     if options.resume:
         return study
     queued: list = []
-    if options.seed_configs:
-        configs, source = _seed_configs(options.seed_configs, options.state)
+    if seeds is not None:
+        configs, source = seeds
         queued = enqueue_configurations(study, spec, configs, source=source)
         _printer(options.stream or sys.stdout)(
             f"queued {len(queued)} known configuration(s) from {source} first"

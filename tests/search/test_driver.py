@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-import optuna
 import pytest
 
 from reset_tune.errors import ConfigError
@@ -19,7 +18,7 @@ from reset_tune.tracking.server import free_port
 def test_start_up_trials_alternate_resetting_on_and_off(tmp_path):
     # With seed 0 a fair coin would give six r = 0 trials in a row for this spec.
     options = SearchOptions(state=tmp_path)
-    record, spec = _open_search("search_spaces/default.yaml", options)
+    record, spec, _ = _open_search("search_spaces/default.yaml", options)
     study = open_study(spec, record, options)
     arms = []
     for _ in range(spec.sampler.startup_trials + 2):
@@ -32,37 +31,37 @@ def test_start_up_trials_alternate_resetting_on_and_off(tmp_path):
     assert arms[:startup] == ["on", "off"] * (startup // 2)
 
 
-def test_seed_configurations_run_first_and_bad_ones_queue_nothing(tmp_path):
+def test_seed_configurations_run_first_and_bad_ones_stop_before_anything(tmp_path):
     good = tmp_path / "seeds.yaml"
     good.write_text("- {reset_prob: 0, lr: 0.05, batch_size: 32}\n")
     options = SearchOptions(state=tmp_path, seed_configs=str(good))
-    record, spec = _open_search("search_spaces/default.yaml", options)
-    study = open_study(spec, record, options)
+    record, spec, seeds = _open_search("search_spaces/default.yaml", options)
+    study = open_study(spec, record, options, seeds)
     first = study.ask()
     suggest(first, spec)
     assert first.params == {"resetting": "off", "lr": 0.05, "batch_size": 32}
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("- {reset_prob: 0.5, lr: 0.05, batch_size: 32}\n")
-    options = SearchOptions(state=tmp_path / "other", seed_configs=str(bad))
-    record, spec = _open_search("search_spaces/default.yaml", options)
+    state = tmp_path / "other"
     with pytest.raises(ConfigError, match=r"bad.yaml\[0\].*reset_prob"):
-        open_study(spec, record, options)
-    waiting = optuna.load_study(study_name=record.search_id, storage=record.optuna_storage)
-    assert waiting.get_trials() == []
+        _open_search(
+            "search_spaces/default.yaml", SearchOptions(state=state, seed_configs=str(bad))
+        )
+    assert not state.exists()  # no record, no study
 
 
 def test_resume_finds_the_latest_search_or_says_what_exists(tmp_path):
     with pytest.raises(ConfigError, match="no search to resume in"):
         find_search(tmp_path, None)
-    first, _ = _open_search("search_spaces/default.yaml", SearchOptions(state=tmp_path))
+    first, _, _ = _open_search("search_spaces/default.yaml", SearchOptions(state=tmp_path))
     time.sleep(0.01)
-    second, _ = _open_search("search_spaces/fashion-mnist.yaml", SearchOptions(state=tmp_path))
+    second, _, _ = _open_search("search_spaces/fashion-mnist.yaml", SearchOptions(state=tmp_path))
     assert find_search(tmp_path, None).search_id == second.search_id
     assert find_search(tmp_path, None, spec_name="default").search_id == first.search_id
     with pytest.raises(ConfigError, match=f"no search 'nope'.*{first.search_id}"):
         find_search(tmp_path, "nope")
-    resumed, spec = _open_search(
+    resumed, spec, _ = _open_search(
         "search_spaces/default.yaml", SearchOptions(state=tmp_path, resume=True)
     )
     assert resumed.search_id == first.search_id
