@@ -257,7 +257,7 @@ def test_search_on_two_nodes_records_every_trial_nested_in_mlflow(cluster, mlflo
 def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_result(
     cluster, mlflow_server, tmp_path
 ):
-    steps = 1500
+    steps = 3000  # long enough that the kill lands mid-trial on a faster machine too
     spec = _spec(
         tmp_path,
         "killed-worker",
@@ -323,7 +323,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_result(
 
 def test_resume_after_the_driver_was_killed(cluster, mlflow_server, tmp_path):
     spec = _spec(
-        tmp_path, "killed-driver", train={"model": "cnn", "steps": 1000}, trials=2, concurrency=1
+        tmp_path, "killed-driver", train={"model": "cnn", "steps": 2000}, trials=2, concurrency=1
     )
     state = tmp_path / "state"
     log = tmp_path / "search.log"
