@@ -44,17 +44,21 @@ from typing import Any
 
 from reset_tune.atomic import write_json_atomic
 from reset_tune.errors import ResetTuneError
-from reset_tune.search.stack_config import StackConfig
-from reset_tune.state import mlflow_dir, ray_dir
-from reset_tune.tracking.server import (
-    TrackingServerError,
-    find_local_server,
+from reset_tune.processes import (
+    ProcessStopError,
     free_port,
+    group_members,
     pid_alive,
     port_free,
-    start_local_server,
+    proc_pids,
+    proc_stat,
+    spawn_in_own_group,
     stop_process_group,
+    wait_group_gone,
 )
+from reset_tune.search.stack_config import StackConfig
+from reset_tune.state import mlflow_dir, ray_dir
+from reset_tune.tracking.server import find_local_server, start_local_server
 
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
 AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"
@@ -71,9 +75,6 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # is dash_TaskEventsHead (19 bytes, Ray is pinned): room for 20, and for 7-digit pids.
 _SOCKET_PATH_MAX = 107
 _SOCKET_SUFFIX = len("/session_2026-01-01_00-00-00_000000_") + 7 + len("/sockets/") + 20
-
-# Ray heads this process started, by pid: waiting on them reaps them (a zombie still "exists").
-_children: dict[int, subprocess.Popen] = {}
 
 
 class StackError(ResetTuneError):
@@ -342,17 +343,6 @@ def stop_running_jobs(dashboard_url: str, *, timeout_s: float = 15.0) -> list[st
     return asked
 
 
-def group_members(pgid: int) -> list[int]:
-    """Pids of the live (non-zombie) processes in process group `pgid`."""
-    _reap(pgid)
-    members = []
-    for entry in _proc_entries():
-        fields = _stat_fields(entry)
-        if fields is not None and int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(entry)
-    return members
-
-
 def choose_temp_dir(config: StackConfig, folder: Path) -> Path | None:
     """Ray's --temp-dir for the head, or None for Ray's default (/tmp/ray)."""
     if config.temp_dir == "default":
@@ -461,19 +451,13 @@ def _launch(state: Path, config: StackConfig) -> LocalStack:
     env = head_environment()
     env.update({variable: str(ports[name]) for name, variable in _PORT_ENV.items()})
     log_path = folder / HEAD_LOG
-    with open(log_path, "ab") as log:
-        log.write(f"\n--- starting the Ray head at {time.ctime()} ---\n".encode())
-        log.flush()
-        process = subprocess.Popen(
-            head_command(config, ports, temp_dir),
-            cwd=folder,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stopped by pgid, never by name
-        )
-    _children[process.pid] = process
+    process = spawn_in_own_group(
+        head_command(config, ports, temp_dir),
+        cwd=folder,
+        env=env,
+        log_path=log_path,
+        banner="starting the Ray head",
+    )
     host = config.host
     record: dict[str, Any] = {
         "pid": process.pid,
@@ -552,10 +536,10 @@ def _stop_head(pid: int, timeout_s: float) -> None:
     offspring = descendants(pid)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    if not _wait_group_gone(pid, timeout_s):
-        with contextlib.suppress(TrackingServerError):
+    if not wait_group_gone(pid, timeout_s):
+        with contextlib.suppress(ProcessStopError):
             stop_process_group(pid, timeout_s=5.0)  # SIGTERM to the whole group, then SIGKILL
-        if not _wait_group_gone(pid, 5.0):
+        if not wait_group_gone(pid, 5.0):
             raise StackError(
                 f"processes {group_members(pid)} of the Ray head's process group {pid} did not exit"
             )
@@ -577,8 +561,8 @@ def _stop_head(pid: int, timeout_s: float) -> None:
 def descendants(pid: int) -> list[tuple[int, int]]:
     """(pid, start time) of every live process below `pid` in the process tree."""
     children: dict[int, list[tuple[int, int]]] = {}
-    for entry in _proc_entries():
-        stat = _stat_fields(entry)
+    for entry in proc_pids():
+        stat = proc_stat(entry)
         if stat is None or stat[0] == "Z":
             continue
         children.setdefault(int(stat[1]), []).append((entry, int(stat[19])))
@@ -596,47 +580,10 @@ def _still_running(processes: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Those of `processes` that still run (the same pid with the same start time)."""
     running = []
     for pid, started in processes:
-        stat = _stat_fields(pid)
+        stat = proc_stat(pid)
         if stat is not None and stat[0] != "Z" and int(stat[19]) == started:
             running.append((pid, started))
     return running
-
-
-def _proc_entries() -> list[int]:
-    try:
-        return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
-    except OSError:
-        return []
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name: state, ppid, pgrp, ... (None if gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def _wait_group_gone(pgid: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while group_members(pgid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
-def _reap(pid: int) -> None:
-    child = _children.get(pid)
-    if child is not None and child.poll() is not None:
-        _children.pop(pid, None)
-
-
-def _alive(pid: int) -> bool:
-    child = _children.get(pid)
-    if child is not None:
-        return child.poll() is None
-    return pid_alive(pid)
 
 
 def _head_alive(record: Mapping[str, Any]) -> bool:
@@ -645,7 +592,7 @@ def _head_alive(record: Mapping[str, Any]) -> bool:
         host, port = str(record["gcs_address"]).rsplit(":", 1)
     except (KeyError, TypeError, ValueError):
         return False
-    if not _alive(pid) or not _is_head_process(pid, int(port)):
+    if not pid_alive(pid) or not _is_head_process(pid, int(port)):
         return False
     if not record.get("ready"):
         return True  # still starting (another `up` is waiting for it): not stale
@@ -671,7 +618,7 @@ def _forget_stale(state: Path, record: Mapping[str, Any]) -> None:
         pid = int(record["pid"])
         # The group id can only still exist if it is that head's group: pids are not reused
         # while a process group of that id exists.
-        if not _alive(pid) and group_members(pid):
+        if not pid_alive(pid) and group_members(pid):
             with contextlib.suppress(ResetTuneError):
                 _stop_head(pid, 5.0)
     (ray_dir(state) / HEAD_FILE).unlink(missing_ok=True)

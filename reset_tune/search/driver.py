@@ -150,7 +150,7 @@ def run_search(spec_path: str | os.PathLike | None, options: SearchOptions) -> S
         parent = sink.start_search(
             record.search_id,
             params=search_params(spec),
-            tags=search_tags(spec, record),
+            tags=search_tags(spec),
             run_name=record.search_id,
             run_key=record.search_id,
         )
@@ -560,7 +560,7 @@ def search_params(spec: SearchSpec) -> dict[str, Any]:
     return string_params(params)
 
 
-def search_tags(spec: SearchSpec, record: SearchRecord) -> dict[str, str]:
+def search_tags(spec: SearchSpec) -> dict[str, str]:
     from reset_tune.tracking import config_tags, names
 
     tags = config_tags({**spec.fixed})

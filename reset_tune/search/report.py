@@ -19,6 +19,7 @@ from reset_tune import names
 from reset_tune.search.spec import RESET_PROB, SearchSpec
 from reset_tune.search.trainable import OBJECTIVE, WALL_TIME, results_from_row, trial_summary
 from reset_tune.search.tune_files import COMPLETE, TuneTrial
+from reset_tune.tracking.sink import trial_run_name
 
 
 @dataclass
@@ -208,7 +209,7 @@ def outcomes(
     out = []
     for trial in trials:
         number = numbers.get(trial.trial_id)
-        label = f"trial-{number:04d}" if number is not None else f"trial-{trial.trial_id}"
+        label = trial_run_name(trial.trial_id if number is None else number)
         try:
             config = spec.config_for(trial.params).to_dict()
         except Exception:  # noqa: BLE001 - a trial from another spec version: shown, not used

@@ -20,14 +20,14 @@ from reset_tune.search.spec import SearchSpec
 from reset_tune.search.tracker import (
     OPTUNA_TRIAL_TAG,
     evaluation_metrics,
-    summary_metrics,
-    trial_artifacts,
+    finish_complete_trial,
     trial_params,
     trial_run_key,
 )
 from reset_tune.search.tune_files import COMPLETE, FAILED, PRUNED, read_experiment
 from reset_tune.tracking import MlflowSink, config_tags, metric_history, replay_outbox, trial_runs
 from reset_tune.tracking import names as tracking_names
+from reset_tune.tracking.sink import trial_run_name
 
 
 class SyncFailed(ResetTuneError):
@@ -67,7 +67,7 @@ def sync_search(record: SearchRecord, tracking_uri: str) -> SyncReport:
         parent = sink.start_search(
             record.search_id,
             params=search_params(spec),
-            tags=search_tags(spec, record),
+            tags=search_tags(spec),
             run_name=record.search_id,
             run_key=record.search_id,
         )
@@ -90,7 +90,7 @@ def sync_search(record: SearchRecord, tracking_uri: str) -> SyncReport:
                     continue
                 logged_steps = _logged_steps(tracking_uri, present)
                 number = record.trial_numbers.get(trial.trial_id)
-                label = f"trial-{number:04d}" if number is not None else f"trial-{trial.trial_id}"
+                label = trial_run_name(trial.trial_id if number is None else number)
                 params = trial_params(spec, trial.params)
                 tags = config_tags(params)
                 if number is not None:
@@ -109,13 +109,7 @@ def sync_search(record: SearchRecord, tracking_uri: str) -> SyncReport:
                     sink.log_metrics(handle, rows)
                 outcome = trial.outcome(pruning=spec.prunes, interrupted=record.interrupted_trials)
                 if outcome == COMPLETE:
-                    final = trial.final_row
-                    sink.finish_trial(
-                        handle,
-                        tracking_names.FINISHED,
-                        summary_metrics=summary_metrics(spec, final),
-                        artifacts=trial_artifacts(final, label),
-                    )
+                    finish_complete_trial(sink, handle, spec, trial.final_row, label)
                 elif outcome == FAILED:
                     sink.finish_trial(
                         handle, tracking_names.FAILED, failure_reason=trial.failure_reason

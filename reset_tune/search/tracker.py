@@ -39,6 +39,7 @@ from reset_tune.search.trainable import (
 from reset_tune.search.tune_files import metric_items
 from reset_tune.tracking import TrackingSink, config_tags
 from reset_tune.tracking.names import FAILED, FINISHED, KILLED
+from reset_tune.tracking.sink import trial_run_name
 
 OPTUNA_TRIAL_TAG = "reset_tune.optuna_trial"
 
@@ -92,6 +93,18 @@ def trial_artifacts(row: Mapping[str, Any], label: str) -> dict[str, bytes | str
     }
 
 
+def finish_complete_trial(
+    sink: TrackingSink, handle: str, spec: SearchSpec, final: Mapping[str, Any], label: str
+) -> None:
+    """End a trial's run as FINISHED, with the summary and artifacts of its final row."""
+    sink.finish_trial(
+        handle,
+        FINISHED,
+        summary_metrics=summary_metrics(spec, final),
+        artifacts=trial_artifacts(final, label),
+    )
+
+
 @dataclass
 class _TrialLog:
     handle: str
@@ -135,7 +148,7 @@ class TrialTracker(Callback):
         if self._inert or trial.trial_id in self._trials:
             return
         number = self.trial_number(trial.trial_id)
-        label = f"trial-{number:04d}" if number is not None else f"trial-{trial.trial_id}"
+        label = trial_run_name(trial.trial_id if number is None else number)
         params = trial_params(self.spec, trial.config)
         tags = {**self.tags, **config_tags(params)}
         if number is not None:
@@ -175,12 +188,7 @@ class TrialTracker(Callback):
         if log is None:
             return
         if log.final is not None:
-            self.sink.finish_trial(
-                log.handle,
-                FINISHED,
-                summary_metrics=summary_metrics(self.spec, log.final),
-                artifacts=trial_artifacts(log.final, log.label),
-            )
+            finish_complete_trial(self.sink, log.handle, self.spec, log.final, log.label)
         else:
             self.sink.finish_trial(
                 log.handle,
@@ -255,7 +263,7 @@ class ProgressPrinter(Callback):
 
     def _label(self, trial) -> str:
         number = self.trial_number(trial.trial_id)
-        return f"trial-{number:04d}" if number is not None else f"trial-{trial.trial_id}"
+        return trial_run_name(trial.trial_id if number is None else number)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         if self._inert:

@@ -19,9 +19,6 @@ import contextlib
 import fcntl
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -32,15 +29,19 @@ from pathlib import Path
 
 from reset_tune.atomic import write_json_atomic
 from reset_tune.errors import ResetTuneError
+from reset_tune.processes import (
+    free_port,
+    pid_alive,
+    port_free,
+    spawn_in_own_group,
+    stop_process_group,
+)
 from reset_tune.tracking import names
 
 SERVER_FILE = "server.json"
 LOG_FILE = "server.log"
 DB_FILE = "mlflow.db"
 ARTIFACTS_DIR = "artifacts"
-
-# Servers this process started, by pid: waiting on them reaps them (a zombie still "exists").
-_children: dict[int, subprocess.Popen] = {}
 
 
 class TrackingServerError(ResetTuneError):
@@ -70,7 +71,7 @@ class LocalServer:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM the server's process group, SIGKILL it after `timeout_s`; forget server.json."""
-        stop_process_group(self.pid, timeout_s=timeout_s)
+        stop_process_group(self.pid, timeout_s=timeout_s, what="MLflow server process group")
         server_file = self.state_dir / SERVER_FILE
         recorded = _read_server_file(server_file)
         if recorded is not None and recorded.get("pid") == self.pid:
@@ -138,99 +139,12 @@ def find_local_server(state_dir: str | os.PathLike, host: str = "127.0.0.1") -> 
     return _reusable(Path(state_dir).resolve(), host)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
 def health_ok(uri: str, timeout_s: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(f"{uri}/health", timeout=timeout_s) as response:
             return response.status == 200
     except (OSError, urllib.error.URLError, ValueError):
         return False
-
-
-def pid_alive(pid: int) -> bool:
-    """True while `pid` is a live process (zombies count as dead; our own ones are reaped)."""
-    child = _children.get(pid)
-    if child is not None:
-        return child.poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def stop_process_group(pid: int, *, timeout_s: float = 10.0) -> None:
-    """End the process group led by `pid` (as started with `start_new_session`), by id only."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        _reap(pid)
-        return
-    if not _wait_group_gone(pid, timeout_s):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-        if not _wait_group_gone(pid, 5.0):
-            raise TrackingServerError(f"MLflow server process group {pid} did not exit")
-
-
-def _wait_group_gone(pgid: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        _reap(pgid)
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        if not pid_alive(pgid) and not _group_has_live_members(pgid):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-
-
-def _group_has_live_members(pgid: int) -> bool:
-    """Whether any non-zombie process is in group `pgid` (zombies of others' children linger)."""
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return True
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
-
-
-def _reap(pid: int) -> None:
-    child = _children.get(pid)
-    if child is not None and child.poll() is not None:
-        _children.pop(pid, None)
 
 
 def _reusable(state: Path, host: str) -> LocalServer | None:
@@ -293,19 +207,13 @@ def _launch(state: Path, host: str, port: int, timeout_s: float) -> LocalServer:
     env[names.SERVER_JOB_EXECUTION_ENV] = "false"
     env.pop(names.TRACKING_URI_ENV, None)
     log_path = state / LOG_FILE
-    with open(log_path, "ab") as log:
-        log.write(f"\n--- starting MLflow server on {host}:{port} at {time.ctime()} ---\n".encode())
-        log.flush()
-        process = subprocess.Popen(
-            server_command(state, host, port),
-            cwd=state,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stopped by pgid, never by name
-        )
-    _children[process.pid] = process
+    process = spawn_in_own_group(
+        server_command(state, host, port),
+        cwd=state,
+        env=env,
+        log_path=log_path,
+        banner=f"starting MLflow server on {host}:{port}",
+    )
     server = LocalServer(pid=process.pid, host=host, port=port, state_dir=state, started=True)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

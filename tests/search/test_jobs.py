@@ -7,7 +7,6 @@ address and a bad spec, and a whole `reset-tune submit` of a tiny search.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -262,8 +261,6 @@ def test_job_environment_names_the_tracking_server(stack, monkeypatch):
 
 
 def test_submit_search_end_to_end(stack, tmp_path, capsys):
-    if importlib.util.find_spec("reset_tune.cli.search_command") is None:
-        pytest.skip("`reset-tune search` (reset_tune/cli/search_command.py) does not exist yet")
     from reset_tune.tracking import find_search_runs, trial_runs
 
     spec = yaml.safe_load(DEFAULT_SPEC.read_text())

@@ -21,6 +21,7 @@ import yaml
 
 from reset_tune.cli.main import main
 from reset_tune.errors import ConfigError
+from reset_tune.processes import group_members
 from reset_tune.search import cluster
 from reset_tune.search.cluster import (
     HEAD_FILE,
@@ -28,7 +29,6 @@ from reset_tune.search.cluster import (
     choose_temp_dir,
     descendants,
     find_local_stack,
-    group_members,
     stop_local_stack,
 )
 from reset_tune.search.stack_config import (
