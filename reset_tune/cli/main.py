@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from reset_tune import __version__
 from reset_tune.cli import (
     jobs_command,
+    recommend_command,
     search_command,
     stack_command,
     sync_command,
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     sync_command.register(commands)
     stack_command.register(commands)
     jobs_command.register(commands)
+    recommend_command.register(commands)
     return parser
 
 

@@ -209,6 +209,8 @@ def _open_search(
     if spec_path is None:
         raise ConfigError("give a search spec file (e.g. search_spaces/default.yaml)")
     spec = load_spec(spec_path)
+    for i, config in enumerate(spec.first_trials):
+        to_trial_params(spec, config, where=f"{spec_path}: first_trials[{i}]")
     seeds = None
     if options.seed_configs:
         configs, source = _seed_configs(options.seed_configs, options.state)
@@ -265,11 +267,15 @@ def _open_study(
     if options.resume:
         return study
     queued: list = []
+    if spec.first_trials:
+        queued = enqueue_configurations(study, spec, spec.first_trials, source="first_trials")
+        _printer(options.stream or sys.stdout)(f"queued the spec's {len(queued)} first trial(s)")
     if seeds is not None:
         configs, source = seeds
-        queued = enqueue_configurations(study, spec, configs, source=source)
+        known = enqueue_configurations(study, spec, configs, source=source)
+        queued += known
         _printer(options.stream or sys.stdout)(
-            f"queued {len(queued)} known configuration(s) from {source} first"
+            f"queued {len(known)} known configuration(s) from {source} first"
         )
     if spec.has_off_arm:
         # The random start-up trials alternate resetting on and off (everything else drawn at

@@ -373,6 +373,9 @@ class SearchSpec(_Strict):
     scheduler: Scheduler = Field(default_factory=lambda: NoScheduler(type="none"))
     sampler: Sampler = Field(default_factory=Sampler)
     params: dict[str, Param] = Field(min_length=1)
+    # Configurations (TrainConfig names, partial ones completed by sampling) tried before any
+    # other trial, e.g. a recommendation and its r = 0 arm (`reset-tune recommend --write-spec`).
+    first_trials: list[dict[str, FixedValue]] = Field(default_factory=list)
 
     _source: str = PrivateAttr(default="search spec")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from reset_tune.tracking import names
@@ -120,3 +121,19 @@ def run_url(tracking_uri: str, run_id: str) -> str | None:
     except Exception:  # noqa: BLE001 - the server is down: the UI's front page is still right
         return base
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def read_artifact_text(tracking_uri: str, run_id: str, path: str) -> str | None:
+    """The text of one artifact of a run, or None when the run has no such artifact."""
+    import tempfile
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    client = _client(tracking_uri)
+    folder, _, name = path.rpartition("/")
+    listed = {f.path for f in client.list_artifacts(run_id, folder or None)}
+    if path not in listed and name not in listed:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        local = client.download_artifacts(run_id, path, tmp)
+        with open(local, encoding="utf-8") as handle:
+            return handle.read()

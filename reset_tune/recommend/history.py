@@ -1,0 +1,249 @@
+"""Past searches as evidence: what each one was (its setting's profile and probe figures) and what
+won in it (the best resetting trial against the best r = 0 trial of the same search).
+
+Searches are read from MLflow: parent runs tagged `reset_tune.kind = search` and their nested
+trial runs. Within a search, trials are ranked by the search's own objective (never by test
+accuracy, DESIGN §1.1); the gain of resetting is the clean test accuracy of the best resetting
+trial minus that of the best r = 0 trial. A search's description (dataset profile and dynamics
+probe, on its best r = 0 configuration) is computed the first time a recommendation needs it and
+cached on the search's parent run as `recommend/description.json`, so each search is probed once.
+
+Searches that cannot serve as evidence are listed with the reason instead of stopping the
+recommendation: unfinished, no finished trial in one of the arms, parameters that no longer make
+a valid configuration, a dataset that cannot be loaded here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from reset_tune.config import TrainConfig
+from reset_tune.errors import ConfigError, DataError
+from reset_tune.recommend.probe import ProbeResult, probe_dynamics
+from reset_tune.recommend.profile import DatasetProfile, profile_dataset
+
+DESCRIPTION_ARTIFACT = "recommend/description.json"
+DESCRIPTION_VERSION = 2  # 2: probe points carry best_step; both drift estimators
+OBJECTIVE_METRIC = "objective"
+TEST_ACC_METRIC = "test/acc"
+WALL_TIME_METRIC = "perf/wall_time_s"  # a trial's training time, summed over its seeds
+RESET_SETTINGS = ("reset_prob", "reset_layers", "patience", "checkpoint_metric", "adaptive")
+
+
+@dataclass(frozen=True)
+class SettingDescription:
+    """A dataset/noise/model/batch setting as a recommendation compares it with others."""
+
+    profile: DatasetProfile
+    probe: ProbeResult
+    version: int = DESCRIPTION_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"version": self.version, "profile": self.profile.to_dict(),
+             "probe": self.probe.to_dict()},
+            indent=2, default=str,
+        ) + "\n"  # fmt: skip
+
+    @classmethod
+    def from_json(cls, text: str) -> SettingDescription:
+        values = json.loads(text)
+        if values.get("version") != DESCRIPTION_VERSION:
+            raise ValueError(f"description version {values.get('version')!r} is not supported")
+        return cls(
+            profile=DatasetProfile.from_dict(values["profile"]),
+            probe=ProbeResult.from_dict(values["probe"]),
+        )
+
+
+def describe_setting(config: TrainConfig, *, known_noise_rate: float | None = None,
+                     probe_window: int | None = None) -> SettingDescription:  # fmt: skip
+    """Profile `config`'s data and probe its dynamics (one short run without resetting)."""
+    from reset_tune.engine import prepare_data
+
+    data = prepare_data(config, "cpu")
+    profile = profile_dataset(data, known_noise_rate=known_noise_rate, seed=config.seed)
+    probe = probe_dynamics(config, data=data, window=probe_window)
+    return SettingDescription(profile=profile, probe=probe)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One finished trial of a past search."""
+
+    name: str
+    config: dict[str, Any]
+    objective: float
+    test_acc: float
+    wall_time_s: float
+
+    @property
+    def resets(self) -> bool:
+        return float(self.config.get("reset_prob", 0.0)) > 0
+
+
+@dataclass
+class PastSearch:
+    """A finished search: its best trial of each arm, and its setting's description."""
+
+    run_id: str
+    name: str
+    search_id: str
+    experiment_id: str
+    objective_metric: str
+    best_reset: TrialRecord
+    best_baseline: TrialRecord
+    trials: int
+    compute_steps: int  # training steps of its finished trials
+    wall_time_s: float  # summed trial wall time
+    description: SettingDescription | None = None
+
+    @property
+    def gain(self) -> float:
+        """Clean test accuracy: best resetting trial minus best r = 0 trial (by objective)."""
+        return self.best_reset.test_acc - self.best_baseline.test_acc
+
+    @property
+    def resetting_won(self) -> bool:
+        better = (
+            self.best_reset.objective > self.best_baseline.objective
+            if self.objective_metric == "val_acc"
+            else self.best_reset.objective < self.best_baseline.objective
+        )
+        return better
+
+    @property
+    def setting(self) -> dict[str, Any]:
+        c = self.best_baseline.config
+        return {k: c.get(k) for k in ("dataset", "noise", "model", "batch_size", "train_subset")}
+
+
+@dataclass
+class History:
+    searches: list[PastSearch] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (search name, reason)
+
+
+class _Unusable(Exception):
+    pass
+
+
+def _trial_record(run) -> TrialRecord:
+    from reset_tune.tracking import config_from_params
+
+    try:
+        config = TrainConfig.from_dict(config_from_params(run.params), source=run.run_name)
+    except ConfigError as error:
+        raise _Unusable(f"trial {run.run_name} has parameters that are not a valid config: "
+                        f"{error}") from None  # fmt: skip
+    for key in (OBJECTIVE_METRIC, TEST_ACC_METRIC):
+        value = run.metrics.get(key)
+        if value is None or not math.isfinite(value):
+            raise _Unusable(f"trial {run.run_name} finished without its {key} metric")
+    return TrialRecord(
+        name=run.run_name,
+        config=config.to_dict(),
+        objective=float(run.metrics[OBJECTIVE_METRIC]),
+        test_acc=float(run.metrics[TEST_ACC_METRIC]),
+        wall_time_s=float(run.metrics.get(WALL_TIME_METRIC, math.nan)),
+    )
+
+
+def _past_search(tracking_uri: str, parent) -> PastSearch:
+    from reset_tune.tracking import trial_runs
+    from reset_tune.tracking.names import FINISHED
+
+    if parent.status != FINISHED:
+        raise _Unusable(f"the search did not finish (status {parent.status})")
+    objective = parent.params.get("objective", "val_acc")
+    if objective not in ("val_acc", "val_loss"):
+        raise _Unusable(f"unknown objective {objective!r} in its parameters")
+    finished = [t for t in trial_runs(tracking_uri, parent.run_id) if t.status == FINISHED]
+    records = []
+    for run in finished:
+        try:
+            records.append(_trial_record(run))
+        except _Unusable:
+            continue  # one broken trial does not spoil the search; an empty arm does (below)
+    if not records:
+        raise _Unusable("no finished trial with valid parameters and metrics")
+    sign = 1.0 if objective == "val_acc" else -1.0
+    resetting = [r for r in records if r.resets]
+    baseline = [r for r in records if not r.resets]
+    if not resetting or not baseline:
+        arm = "resetting" if not resetting else "r = 0"
+        raise _Unusable(f"no finished {arm} trial, so the gain of resetting is unknown")
+    return PastSearch(
+        run_id=parent.run_id,
+        name=parent.run_name,
+        search_id=parent.search_id or parent.run_name,
+        experiment_id=parent.experiment_id,
+        objective_metric=objective,
+        best_reset=max(resetting, key=lambda r: sign * r.objective),
+        best_baseline=max(baseline, key=lambda r: sign * r.objective),
+        trials=len(records),
+        compute_steps=sum(int(r.config["steps"]) for r in records),
+        wall_time_s=sum(r.wall_time_s for r in records if math.isfinite(r.wall_time_s)),
+    )
+
+
+def _cached_description(tracking_uri: str, search: PastSearch) -> SettingDescription | None:
+    from reset_tune.tracking.queries import read_artifact_text
+
+    text = read_artifact_text(tracking_uri, search.run_id, DESCRIPTION_ARTIFACT)
+    if text is None:
+        return None
+    try:
+        return SettingDescription.from_json(text)
+    except (ValueError, KeyError, TypeError):
+        return None  # a stale or damaged cache is recomputed
+
+
+def read_history(
+    tracking_uri: str,
+    *,
+    describe: bool = True,
+    exclude: Callable[[PastSearch], bool] | None = None,
+    say: Callable[[str], None] = lambda _: None,
+) -> History:
+    """Every finished search in the tracking server, each with its description.
+
+    `describe=False` only reads cached descriptions (searches without one are skipped);
+    `exclude` leaves searches out (the leave-one-out benchmark uses it).
+    """
+    from reset_tune.tracking import find_search_runs
+    from reset_tune.tracking.standalone import attach_artifacts
+
+    history = History()
+    for parent in find_search_runs(tracking_uri):
+        try:
+            search = _past_search(tracking_uri, parent)
+        except _Unusable as reason:
+            history.skipped.append((parent.run_name, str(reason)))
+            continue
+        except Exception as error:  # noqa: BLE001 - a damaged run is reported, never fatal
+            history.skipped.append((parent.run_name, f"unreadable: {error}"))
+            continue
+        if exclude is not None and exclude(search):
+            continue
+        search.description = _cached_description(tracking_uri, search)
+        if search.description is None:
+            if not describe:
+                history.skipped.append((search.name, "not yet profiled (run recommend once)"))
+                continue
+            config = TrainConfig.from_dict(search.best_baseline.config)
+            say(f"profiling past search {search.name} once ({config.dataset}, {config.noise}, "
+                f"batch {config.batch_size}) ...")  # fmt: skip
+            try:
+                search.description = describe_setting(config)
+            except (DataError, ConfigError) as error:
+                history.skipped.append((search.name, f"its data cannot be loaded here: {error}"))
+                continue
+            attach_artifacts(tracking_uri, search.run_id,
+                             {DESCRIPTION_ARTIFACT: search.description.to_json()})  # fmt: skip
+        history.searches.append(search)
+    return history
