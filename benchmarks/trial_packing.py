@@ -67,6 +67,9 @@ def _spec(args: argparse.Namespace, device: str) -> SearchSpec:
                 "batch_size": args.batch_size,
             },
             "params": {"lr": {"type": "categorical", "choices": [0.05]}},
+            # A cuda spec must request a GPU to validate; each level asks Ray for its own
+            # share (`_level`), so this value is not what the trials get.
+            "resources": {"gpus": 1} if device == "cuda" else {},
         },
         source="trial_packing",
     )
