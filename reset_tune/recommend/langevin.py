@@ -101,14 +101,14 @@ class RateScan:
 
     @property
     def empirical_optimum(self) -> float:
-        """ρ at the minimum of a parabola through the measured minimum and its neighbours (in
-        log ρ), or the grid minimum at the grid's ends."""
+        """ρ at the minimum of a parabola (in log ρ) through the measured minimum and its two
+        neighbours; the grid's end when the minimum is there. A fine grid around the optimum
+        keeps the parabola a good local model of the curve."""
         i = int(np.argmin(self.measured))
         if i == 0 or i == len(self.rates) - 1:
             return float(self.rates[i])
         x = np.log(self.rates[i - 1 : i + 2])
-        y = self.measured[i - 1 : i + 2]
-        a, b, _ = np.polyfit(x, y, 2)
+        a, b, _ = np.polyfit(x, self.measured[i - 1 : i + 2], 2)
         if a <= 0:
             return float(self.rates[i])
         return float(np.exp(np.clip(-b / (2 * a), x[0], x[2])))
@@ -117,12 +117,16 @@ class RateScan:
 def scan_rates(
     pe: float, rates: np.ndarray, *, walkers: int = 4000, dt: float = 2e-4, seed: int = 0
 ) -> RateScan:
-    """Simulate τ at each dimensionless rate ρ for Péclet number `pe` (units L = D = 1)."""
+    """Simulate τ at each dimensionless rate ρ for Péclet number `pe` (units L = D = 1).
+
+    Every rate uses the same seed (common random numbers), so the differences between rates,
+    which locate the optimum, are less noisy than the times themselves.
+    """
     measured, errors, closed = [], [], []
-    for k, rho in enumerate(rates):
+    for rho in rates:
         times = simulate_first_passage(
             distance=1.0, drift=2.0 * pe, diffusion=1.0, rate=float(rho), walkers=walkers,
-            dt=dt, seed=seed + k,
+            dt=dt, seed=seed,
         )  # fmt: skip
         measured.append(times.mean)
         errors.append(times.standard_error)

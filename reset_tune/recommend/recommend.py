@@ -181,7 +181,7 @@ class Recommendation:
             "trials": trials,
             "concurrency": concurrency,
             "seeds": [int(self.config["seed"])],
-            "resources": {"cpus": 1, "gpus": 0 if self.config["device"] == "cpu" else 1},
+            "resources": {"cpus": 1, "gpus": 1 if self.config["device"].startswith("cuda") else 0},
             "scheduler": "none",
             "sampler": {"type": "tpe", "seed": 0, "startup_trials": max(0, trials // 2 - 2)},
             "first_trials": first,
@@ -218,12 +218,14 @@ def recommend(
     tracking_uri: str | None,
     known_noise_rate: float | None = None,
     history: History | None = None,
+    description: SettingDescription | None = None,
     log: bool = True,
     say: Callable[[str], None] = lambda _: None,
 ) -> Recommendation:
     """Recommend reset settings for `config`'s dataset, model, batch size and lr.
 
-    `tracking_uri` None means no history and nothing logged; `history` given skips reading it.
+    `tracking_uri` None means no history and nothing logged; `history` given skips reading it;
+    `description` given (a profile and probe of exactly `config`) skips computing it.
     """
     started = time.perf_counter()
     notes: list[str] = []
@@ -234,9 +236,14 @@ def recommend(
         else:
             say(f"reading finished searches from {tracking_uri} ...")
             history = read_history(tracking_uri, say=say)
-    say(f"profiling {config.dataset} and probing its dynamics at batch {config.batch_size}, "
-        f"lr {config.lr} ...")  # fmt: skip
-    description = describe_setting(config, known_noise_rate=known_noise_rate)
+    if description is None:
+        say(f"profiling {config.dataset} and probing its dynamics at batch {config.batch_size}, "
+            f"lr {config.lr} ...")  # fmt: skip
+        description = describe_setting(config, known_noise_rate=known_noise_rate)
+    elif description.probe.config != config.replace(reset_prob=0.0).to_dict() | {
+        "eval_every": description.probe.config["eval_every"]
+    }:
+        raise ValueError("the description given was made for another configuration")
     combined, evidence = combine(description, history.searches, model=config.model)
     if not history.searches:
         notes.append("no finished search in history: the answer rests on the theory and the "

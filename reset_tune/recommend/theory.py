@@ -84,6 +84,8 @@ def optimal_rate(*, distance: float, drift: float, diffusion: float) -> float:
 
 def speedup(pe: float) -> float:
     """T(0) / T(r*): how many times sooner the target is reached at the optimal rate."""
+    if pe <= 0:
+        return math.inf  # without resetting the walker never arrives (on average)
     rho = optimal_scaled_rate(pe)
     if rho == 0.0:
         return 1.0

@@ -51,6 +51,34 @@ def test_seed_configurations_run_first_and_bad_ones_stop_before_anything(tmp_pat
     assert not state.exists()  # no record, no study
 
 
+def test_a_specs_first_trials_run_before_everything_else(tmp_path):
+    spec_text = open("search_spaces/default.yaml").read() + (
+        "first_trials:\n"
+        "  - {reset_prob: 0.01, reset_layers: head, lr: 0.05, batch_size: 32}\n"
+        "  - {reset_prob: 0, lr: 0.05, batch_size: 32}\n"
+    )
+    path = tmp_path / "with-first.yaml"
+    path.write_text(spec_text)
+    options = SearchOptions(state=tmp_path / "state")
+    record, spec, seeds = _open_search(str(path), options)
+    study = open_study(spec, record, options, seeds)
+    asked = []
+    for _ in range(3):
+        trial = study.ask()
+        asked.append(suggest(trial, spec))
+        study.tell(trial, 0.5)
+    assert asked[0]["reset_prob"] == 0.01 and asked[0]["reset_layers"] == "head"
+    assert asked[1]["reset_prob"] == 0 and asked[1]["lr"] == 0.05
+    assert asked[2]["reset_prob"] > 0  # then the alternating start-up trials, "on" first
+
+    bad = tmp_path / "bad-first.yaml"
+    bad.write_text(spec_text.replace("reset_prob: 0.01", "reset_prob: 0.5"))
+    state = tmp_path / "other"
+    with pytest.raises(ConfigError, match=r"first_trials\[0\].*reset_prob"):
+        _open_search(str(bad), SearchOptions(state=state))
+    assert not state.exists()
+
+
 def test_resume_finds_the_latest_search_or_says_what_exists(tmp_path):
     with pytest.raises(ConfigError, match="no search to resume in"):
         find_search(tmp_path, None)
