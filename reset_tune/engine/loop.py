@@ -33,7 +33,12 @@ from reset_tune.engine.evaluation import (
 )
 from reset_tune.engine.optim import build_optimizer, build_scheduler
 from reset_tune.engine.result import TrainResult
-from reset_tune.engine.runtime import configure_kernels, provenance, resolve_device
+from reset_tune.engine.runtime import (
+    configure_kernels,
+    memory_format_for,
+    provenance,
+    resolve_device,
+)
 from reset_tune.errors import ConfigError, TrainingDiverged
 from reset_tune.losses import build_loss
 from reset_tune.models import build_model
@@ -112,7 +117,10 @@ class TrainingRun:
                 num_classes=self.data.num_classes,
                 image_size=self.data.image_size,
             )
-        self.model = model.to(self.device)
+        # channels_last on CUDA for conv models (`memory_format_for`); the optimizer, resetter
+        # snapshots (clones) and momentum buffers (like the gradients) take the weights' layout.
+        self.memory_format = memory_format_for(model, self.device)
+        self.model = model.to(self.device, memory_format=self.memory_format)
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = build_scheduler(self.optimizer, config)
         self.loss_fn = build_loss(
@@ -147,6 +155,7 @@ class TrainingRun:
             augment=self.data.augment,
             seed=config.seed,
             device=self.device,
+            memory_format=self.memory_format,
         )
         self._memorisation_index = self._choose_memorisation_probe()
 
