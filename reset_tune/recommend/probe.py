@@ -321,6 +321,7 @@ class _Probe(Callback):
         augmenter = DeviceAugmenter(
             mean=data.mean, std=data.std, augment=data.augment,
             seed=self.seed + 7919 * run.step, device=run.device,
+            memory_format=run.memory_format,
         )  # fmt: skip
         n_train = int(data.train_y.shape[0])
 
