@@ -243,6 +243,9 @@ def read_history(
             except (DataError, ConfigError) as error:
                 history.skipped.append((search.name, f"its data cannot be loaded here: {error}"))
                 continue
+            except Exception as error:  # noqa: BLE001 - one search's probe failing is not fatal
+                history.skipped.append((search.name, f"could not be profiled: {error}"))
+                continue
             attach_artifacts(tracking_uri, search.run_id,
                              {DESCRIPTION_ARTIFACT: search.description.to_json()})  # fmt: skip
         history.searches.append(search)

@@ -309,7 +309,8 @@ class _Probe(Callback):
             return
         if self.armed_step is None:
             self.armed_step = run.step
-        self.points.append(self._measure(run))
+        if run.optimizer.param_groups[0]["lr"] > 0:  # a schedule's last step has lr 0: no time
+            self.points.append(self._measure(run))
         if run.step - self.armed_step >= self.window:
             run.request_stop("dynamics probe window complete")
 
