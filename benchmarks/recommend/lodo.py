@@ -9,7 +9,10 @@ comparison is paired: same lr, batch, seed and data; on a CPU that run is bit-id
 search's own r = 0 trial, whose test accuracy is used.
 
 Two variants: `setting` leaves out the held-out search only; `dataset` leaves out every search
-of the same dataset (the recommendation must transfer across datasets).
+of the same dataset (the recommendation must transfer across datasets). With `--lr default` the
+user has no tuned recipe: the recommended configuration trains at `TrainConfig`'s default lr, is
+probed afresh at that lr, and is compared with an r = 0 run at that same lr (trained here) as
+well as with the search.
 
     # once: the searches (8 settings, ~25 min on 2 cores), into a state dir with its own stack
     RESET_TUNE_STATE_DIR=benchmarks/results/lodo/state .venv/bin/python \
@@ -62,7 +65,7 @@ def run_searches(trials: int) -> None:
         print(f"{name}: exit {done.returncode}, {time.perf_counter() - started:.0f} s", flush=True)
 
 
-def evaluate(uri: str, variants: list[str]) -> dict:
+def evaluate(uri: str, variants: list[str], lr: str = "r0") -> dict:
     torch.set_num_threads(1)
     wanted = {(s.dataset, s.noise, s.batch_size): s for s in SETTINGS}
     print(f"reading the searches from {uri} (describing each once) ...", flush=True)
@@ -80,12 +83,19 @@ def evaluate(uri: str, variants: list[str]) -> dict:
             else:
                 others = [s for k, s in by_setting.items() if k[0] != key[0]]
             base = TrainConfig.from_dict(held.best_baseline.config)
+            paired_r0 = held.best_baseline.test_acc
             started = time.perf_counter()
-            # The held-out search's description is a profile and probe of exactly this
-            # configuration (deterministic on a CPU), so it stands in for recomputing it; its
-            # cost is counted below from the probe's own record.
-            answer = recommend(base, tracking_uri=uri, history=History(searches=others),
-                               description=held.description, log=False)  # fmt: skip
+            if lr == "r0":
+                # The held-out search's description is a profile and probe of exactly this
+                # configuration (deterministic on a CPU), so it stands in for recomputing it;
+                # its cost is counted below from the probe's own record.
+                answer = recommend(base, tracking_uri=uri, history=History(searches=others),
+                                   description=held.description, log=False)  # fmt: skip
+            else:
+                base = base.replace(lr=TrainConfig().lr)
+                answer = recommend(base, tracking_uri=uri, history=History(searches=others),
+                                   log=False)  # fmt: skip
+                paired_r0 = train(base, data=prepare_data(base)).test_acc
             recommend_s = time.perf_counter() - started
             config = TrainConfig.from_dict(answer.config)
             data = prepare_data(config)
@@ -95,7 +105,10 @@ def evaluate(uri: str, variants: list[str]) -> dict:
                               key=lambda t: t.objective)  # fmt: skip
             row = {
                 "setting": f"{key[0]} {key[1]} b{key[2]}",
-                "variant": variant,
+                "variant": variant if lr == "r0" else f"{variant}, default lr",
+                "lr": base.lr,
+                "paired_r0_test_acc": paired_r0,
+                "gain_over_paired_r0": trained.test_acc - paired_r0,
                 "history": [s.name for s in others],
                 "recommended": answer.reset_settings(),
                 "confidence": answer.confidence,
@@ -141,9 +154,11 @@ def summarise(rows: list[dict]) -> str:
         compute = sum(r["compute_steps_recommend"] for r in chosen) / sum(
             r["compute_steps_search"] for r in chosen
         )
+        paired = sum(r["gain_over_paired_r0"] for r in chosen) / len(chosen)
         lines.append(
             f"{variant}: {len(chosen)} settings; mean regret {regret:+.2%}; mean gain over the "
             f"search's r = 0 arm: recommended {gain_rec:+.2%}, search-best {gain_search:+.2%}; "
+            f"over r = 0 at the same lr: {paired:+.2%}; "
             f"compute {compute:.1%} of the searches' training steps"
         )
     return "\n".join(lines)
@@ -155,6 +170,13 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=10, help="trials per search")
     parser.add_argument("--mlflow-uri", help="default: the state directory's local server")
     parser.add_argument("--variants", default="setting,dataset")
+    parser.add_argument(
+        "--lr",
+        choices=("r0", "default"),
+        default="r0",
+        help="train the recommendation at the lr of the held-out search's best r = 0 trial, or "
+        "at TrainConfig's default",
+    )
     parser.add_argument("--json", default=str(RESULTS / "lodo.json"))
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -166,7 +188,7 @@ def main() -> int:
         if server is None:
             sys.exit("no MLflow server: run with --run-searches, or give --mlflow-uri")
         uri = server.uri
-    result = evaluate(uri, args.variants.split(","))
+    result = evaluate(uri, args.variants.split(","), args.lr)
     summary = summarise(result["rows"])
     print(summary)
     result["summary"] = summary

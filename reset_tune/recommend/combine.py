@@ -23,8 +23,9 @@ gives no rate (Pe ≥ 1) the prior is the weak N(ln `FALLBACK_RATE`, `FALLBACK_S
 past search whose best resetting trial had rate rᵢ adds a Gaussian observation N(ln rᵢ,
 `HISTORY_SD`² / wᵢ). The recommendation is the precision-weighted posterior mean, and its interval
 the posterior's 90 % interval. Layers, the checkpoint metric and `adaptive` are weighted votes of
-the past winners plus a vote of weight `PRIOR_WEIGHT` for the method's defaults; `patience` is the
-weighted median of the past winners (the default 200 without history).
+each search's best resetting configuration plus a vote of weight `PRIOR_WEIGHT` for the method's
+defaults (a layer choice the model lacks gets no vote); `patience` is their weighted median with
+the default 200 as one more value of weight `PRIOR_WEIGHT`.
 """
 
 from __future__ import annotations
@@ -205,7 +206,8 @@ def combine(
         gains = np.array([e.gain for e in evidence])
         weights = np.array([e.weight for e in evidence])
         expected_gain = float((weights * gains).sum() / (PRIOR_WEIGHT + total))
-        spread = math.sqrt(float((weights * (gains - gains.mean()) ** 2).sum() / total))
+        weighted_mean = float((weights * gains).sum() / total)
+        spread = math.sqrt(float((weights * (gains - weighted_mean) ** 2).sum() / total))
         gain_sd = max(spread, MIN_GAIN_SD) / math.sqrt(max(n_eff, 1.0))
         p_gain = _normal_cdf(expected_gain / gain_sd)
     theory_on = verdict in (HELPS, UNCERTAIN)
@@ -257,16 +259,16 @@ def combine(
     )
 
     # -- layers and checkpoint policy --------------------------------------------------------
-    won = [e for e in evidence if e.best_reset_prob > 0]
-    layer_votes = [(e.best_reset_layers, e.weight) for e in won
+    # Each search's best resetting configuration, whether or not it beat that search's r = 0.
+    best_resetting = [e for e in evidence if e.best_reset_prob > 0]
+    layer_votes = [(e.best_reset_layers, e.weight) for e in best_resetting
                    if layer_choice_valid(e.best_reset_layers, model)]  # fmt: skip
     layers = str(_vote(layer_votes, DEFAULTS["reset_layers"]))
     by_name = {s.name: s for s in past}
-    winners = [(by_name[e.name].best_reset.config, e.weight) for e in won]
-    patience = (
-        int(_weighted_median([(float(c["patience"]), w) for c, w in winners]))
-        if winners else DEFAULTS["patience"]
-    )  # fmt: skip
+    winners = [(by_name[e.name].best_reset.config, e.weight) for e in best_resetting]
+    patience_values = [(float(DEFAULTS["patience"]), PRIOR_WEIGHT)]
+    patience_values += [(float(c["patience"]), w) for c, w in winners]
+    patience = int(_weighted_median(patience_values))
     metric = str(_vote([(c["checkpoint_metric"], w) for c, w in winners],
                        DEFAULTS["checkpoint_metric"]))  # fmt: skip
     adaptive = bool(_vote([(bool(c["adaptive"]), w) for c, w in winners], DEFAULTS["adaptive"]))

@@ -150,9 +150,8 @@ class Recommendation:
         train["dataset"] = self.config["dataset"]
         train["noise"] = self.config["noise"]
         lr = float(self.config["lr"])
+        # Off or on, the interval is where the evidence puts r should resetting be tried.
         low, high = c.reset_prob_interval or (c.reset_prob / 3, c.reset_prob * 3)
-        if not c.resetting:
-            low, high = low, high  # the interval the evidence gives, should resetting be tried
         center = c.reset_prob if c.resetting else math.sqrt(low * high)
         low, high = min(low, center / 1.5), max(high, center * 1.5)
         layer_choices = [c.reset_layers] + [x for x in ("all", "head") if x != c.reset_layers]
