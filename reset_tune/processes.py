@@ -131,10 +131,23 @@ def stop_process_group(pid: int, *, timeout_s: float = 10.0, what: str = "proces
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
-        reap(pid)
+        _await_reaped(pid)
         return
     if not wait_group_gone(pid, timeout_s):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
         if not wait_group_gone(pid, 5.0):
             raise ProcessStopError(f"{what} {pid} did not exit: {group_members(pid)} remain")
+    _await_reaped(pid)
+
+
+def _await_reaped(pid: int, timeout_s: float = 5.0) -> None:
+    """Reap our own child `pid` once its group is gone. A killed process leaves the group's
+    member list (as a zombie, or while the kernel tears it down) a moment before `waitpid` can
+    collect it; on a loaded machine `poll()` alone can miss that moment."""
+    child = _children.get(pid)
+    if child is None:
+        return
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        child.wait(timeout=timeout_s)
+    reap(pid)
