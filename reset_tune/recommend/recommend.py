@@ -160,7 +160,7 @@ class Recommendation:
                            "off_arm": True},
             "reset_layers": {"type": "categorical", "choices": layer_choices},
             "patience": {"type": "int", "low": max(0, c.patience - 50), "high": c.patience + 50,
-                         "step": 25},
+                         "step": 25 if c.patience >= 50 and c.patience % 25 == 0 else 1},
             "lr": {"type": "loguniform", "low": _round(lr / 2), "high": _round(lr * 2)},
         }  # fmt: skip
         recommended = {"reset_prob": _round(center), "reset_layers": c.reset_layers,
