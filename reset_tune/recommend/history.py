@@ -21,17 +21,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from reset_tune import names
 from reset_tune.config import TrainConfig
 from reset_tune.errors import ConfigError, DataError
 from reset_tune.recommend.probe import ProbeResult, probe_dynamics
 from reset_tune.recommend.profile import DatasetProfile, profile_dataset
+from reset_tune.search.trainable import OBJECTIVE, WALL_TIME
 
 DESCRIPTION_ARTIFACT = "recommend/description.json"
 DESCRIPTION_VERSION = 2  # 2: probe points carry best_step; both drift estimators
-OBJECTIVE_METRIC = "objective"
-TEST_ACC_METRIC = "test/acc"
-WALL_TIME_METRIC = "perf/wall_time_s"  # a trial's training time, summed over its seeds
-RESET_SETTINGS = ("reset_prob", "reset_layers", "patience", "checkpoint_metric", "adaptive")
 
 
 @dataclass(frozen=True)
@@ -140,16 +138,16 @@ def _trial_record(run) -> TrialRecord:
     except ConfigError as error:
         raise _Unusable(f"trial {run.run_name} has parameters that are not a valid config: "
                         f"{error}") from None  # fmt: skip
-    for key in (OBJECTIVE_METRIC, TEST_ACC_METRIC):
+    for key in (OBJECTIVE, names.TEST_ACC):
         value = run.metrics.get(key)
         if value is None or not math.isfinite(value):
             raise _Unusable(f"trial {run.run_name} finished without its {key} metric")
     return TrialRecord(
         name=run.run_name,
         config=config.to_dict(),
-        objective=float(run.metrics[OBJECTIVE_METRIC]),
-        test_acc=float(run.metrics[TEST_ACC_METRIC]),
-        wall_time_s=float(run.metrics.get(WALL_TIME_METRIC, math.nan)),
+        objective=float(run.metrics[OBJECTIVE]),
+        test_acc=float(run.metrics[names.TEST_ACC]),
+        wall_time_s=float(run.metrics.get(WALL_TIME, math.nan)),
     )
 
 

@@ -13,15 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from reset_tune.tracking import names
-from reset_tune.tracking._delivery import configure_http_client
+from reset_tune.tracking.queries import _client
 from reset_tune.tracking.records import string_params, string_tags
-
-
-def _client(tracking_uri: str):
-    configure_http_client()
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri)
 
 
 def _log_artifacts(client, run_id: str, artifacts: Mapping[str, bytes | str]) -> None:
