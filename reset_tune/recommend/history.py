@@ -29,7 +29,9 @@ from reset_tune.recommend.profile import DatasetProfile, profile_dataset
 from reset_tune.search.trainable import OBJECTIVE, WALL_TIME
 
 DESCRIPTION_ARTIFACT = "recommend/description.json"
-DESCRIPTION_VERSION = 2  # 2: probe points carry best_step; both drift estimators
+# 2: probe points carry best_step; both drift estimators. 3: the noise estimate uses up to 10,000
+# samples (was 3,000). Older caches are recomputed.
+DESCRIPTION_VERSION = 3
 
 
 @dataclass(frozen=True)
