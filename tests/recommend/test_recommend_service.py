@@ -117,22 +117,30 @@ def test_history_reads_usable_searches_and_explains_the_rest(server, client):
     assert [e["name"] for e in logged["evidence"]] == [e.name for e in answer.evidence]
 
 
-def test_a_damaged_cached_description_is_computed_again(server, client):
+def test_damaged_and_stale_cached_descriptions_are_computed_again(server, client):
     experiment = client.create_experiment("damaged-cache")
     config = dict(dataset="digits", noise="symmetric:0.5", steps=600, patience=100,
                   batch_size=16, device="cpu")  # fmt: skip
-    run_id = _search(client, experiment, "damaged", [
+    trials = [
         (TrainConfig(reset_prob=0.0, **config).to_dict(), 0.5, 0.8),
         (TrainConfig(reset_prob=0.01, **config).to_dict(), 0.6, 0.85),
-    ])  # fmt: skip
-    client.log_text(run_id, "{not json", DESCRIPTION_ARTIFACT)
+    ]
+    damaged = _search(client, experiment, "damaged", trials)
+    client.log_text(damaged, "{not json", DESCRIPTION_ARTIFACT)
+    stale = _search(client, experiment, "stale", trials)
+    older = json.loads(description().to_json())
+    older["version"] -= 1  # well-formed, but from an older release
+    client.log_text(stale, json.dumps(older), DESCRIPTION_ARTIFACT)
+
     said = []
     history = read_history(server.uri, say=said.append)
-    damaged = next(s for s in history.searches if s.name == "damaged")
-    assert any("profiling past search damaged" in line for line in said)
-    assert damaged.description.probe.config["batch_size"] == 16
-    cached = read_artifact_text(server.uri, run_id, DESCRIPTION_ARTIFACT)
-    assert SettingDescription.from_json(cached) == damaged.description
+
+    for name, run_id in (("damaged", damaged), ("stale", stale)):
+        search = next(s for s in history.searches if s.name == name)
+        assert any(f"profiling past search {name}" in line for line in said)
+        assert search.description.probe.config["batch_size"] == 16
+        cached = read_artifact_text(server.uri, run_id, DESCRIPTION_ARTIFACT)
+        assert SettingDescription.from_json(cached) == search.description
 
 
 def _cli(*args: str, timeout: float = 420) -> subprocess.CompletedProcess:
