@@ -82,6 +82,7 @@ def evaluate(uri: str, variants: list[str], lr: str = "r0") -> dict:
                 others = [s for k, s in by_setting.items() if k != key]
             else:
                 others = [s for k, s in by_setting.items() if k[0] != key[0]]
+            past = History(searches=others, source=uri)
             base = TrainConfig.from_dict(held.best_baseline.config)
             paired_r0 = held.best_baseline.test_acc
             started = time.perf_counter()
@@ -89,12 +90,11 @@ def evaluate(uri: str, variants: list[str], lr: str = "r0") -> dict:
                 # The held-out search's description is a profile and probe of exactly this
                 # configuration (deterministic on a CPU), so it stands in for recomputing it;
                 # its cost is counted below from the probe's own record.
-                answer = recommend(base, tracking_uri=uri, history=History(searches=others),
+                answer = recommend(base, tracking_uri=uri, history=past,
                                    description=held.description, log=False)  # fmt: skip
             else:
                 base = base.replace(lr=TrainConfig().lr)
-                answer = recommend(base, tracking_uri=uri, history=History(searches=others),
-                                   log=False)  # fmt: skip
+                answer = recommend(base, tracking_uri=uri, history=past, log=False)
                 paired_r0 = train(base, data=prepare_data(base)).test_acc
             recommend_s = time.perf_counter() - started
             config = TrainConfig.from_dict(answer.config)

@@ -223,9 +223,9 @@ def combine(
     else:
         resetting = theory_on
         basis = (
-            "theory only (no similar finished search in history)"
+            "theory only: no similar finished search"
             if not evidence
-            else (f"theory mostly (similar searches weigh only {total:.2f})")
+            else f"theory mostly: similar searches weigh only {total:.2f}"
         )
         reasons.append(f"the probe says resetting {verdict}")
     if verdict == NEVER_ARMED:

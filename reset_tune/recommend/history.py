@@ -126,6 +126,7 @@ class PastSearch:
 class History:
     searches: list[PastSearch] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (search name, reason)
+    source: str | None = None  # the tracking server read; None: history was not consulted
 
 
 class _Unusable(Exception):
@@ -218,7 +219,7 @@ def read_history(
     from reset_tune.tracking import find_search_runs
     from reset_tune.tracking.standalone import attach_artifacts
 
-    history = History()
+    history = History(source=tracking_uri)
     for parent in find_search_runs(tracking_uri):
         try:
             search = _past_search(tracking_uri, parent)

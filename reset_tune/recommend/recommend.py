@@ -244,7 +244,7 @@ def recommend(
     }:
         raise ValueError("the description given was made for another configuration")
     combined, evidence = combine(description, history.searches, model=config.model)
-    if not history.searches:
+    if history.source is not None and not history.searches:
         notes.append("no finished search in history: the answer rests on the theory and the "
                      "profile; run a search (e.g. --write-spec) to build evidence")  # fmt: skip
     recommended = config.replace(

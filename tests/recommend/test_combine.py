@@ -34,6 +34,23 @@ def test_empty_history_answers_from_the_theory_with_low_confidence():
     assert confidence_label(combined) == "low"
 
 
+def test_the_answer_says_whether_history_was_empty_or_not_consulted():
+    from reset_tune.config import TrainConfig
+    from reset_tune.recommend import recommend
+    from reset_tune.recommend.history import History
+
+    new = description()
+    config = TrainConfig.from_dict(new.probe.config)
+
+    unconsulted = recommend(config, tracking_uri=None, description=new, log=False)
+    empty = recommend(config, tracking_uri=None, description=new, log=False,
+                      history=History(source="http://127.0.0.1:5000"))  # fmt: skip
+
+    assert any("no tracking server" in note for note in unconsulted.notes)
+    assert not any("no finished search in history" in note for note in unconsulted.notes)
+    assert any("no finished search in history" in note for note in empty.notes)
+
+
 def test_a_theory_that_says_no_turns_resetting_off_without_history():
     combined, _ = combine(description(peclet=50.0), [], model="cnn")
     assert not combined.resetting and combined.reset_prob == 0.0
