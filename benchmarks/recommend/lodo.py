@@ -17,6 +17,7 @@ well as with the search.
     # once: the searches (8 settings, ~25 min on 2 cores), into a state dir with its own stack
     RESET_TUNE_STATE_DIR=benchmarks/results/lodo/state .venv/bin/python \
         benchmarks/recommend/lodo.py --run-searches
+    # --extra adds 4 digits settings near the others (~8 min more), so that history decides
     # the evaluation (descriptions are cached on the searches' MLflow runs after the first time)
     RESET_TUNE_STATE_DIR=benchmarks/results/lodo/state .venv/bin/python benchmarks/recommend/lodo.py
 """
@@ -36,7 +37,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
-from settings import SETTINGS, write_specs  # noqa: E402
+from settings import EXTRA_SETTINGS, SETTINGS, write_specs  # noqa: E402
 
 from reset_tune.config import TrainConfig  # noqa: E402
 from reset_tune.engine import prepare_data, train  # noqa: E402
@@ -52,11 +53,16 @@ def _key(config: dict) -> tuple:
     return (config["dataset"], config["noise"], int(config["batch_size"]))
 
 
-def run_searches(trials: int) -> None:
-    specs = write_specs(RESULTS / "specs", trials=trials)
+def run_searches(settings: tuple, trials: int) -> None:
+    """Run each setting's search, except those that already finished (their JSON exists)."""
+    specs = write_specs(RESULTS / "specs", settings, trials=trials)
     cli = [sys.executable, "-m", "reset_tune.cli.main"]
     subprocess.run([*cli, "up"], check=True)
     for name, path in specs.items():
+        done_before = RESULTS / f"search-{name}.json"
+        if done_before.exists() and done_before.read_text().strip():
+            print(f"{name}: already searched ({done_before})", flush=True)
+            continue
         started = time.perf_counter()
         with open(RESULTS / f"search-{name}.log", "w") as log:
             done = subprocess.run([*cli, "search", str(path), "--json"], stdout=subprocess.PIPE,
@@ -65,9 +71,9 @@ def run_searches(trials: int) -> None:
         print(f"{name}: exit {done.returncode}, {time.perf_counter() - started:.0f} s", flush=True)
 
 
-def evaluate(uri: str, variants: list[str], lr: str = "r0") -> dict:
+def evaluate(uri: str, variants: list[str], lr: str = "r0", settings: tuple = SETTINGS) -> dict:
     torch.set_num_threads(1)
-    wanted = {(s.dataset, s.noise, s.batch_size): s for s in SETTINGS}
+    wanted = {(s.dataset, s.noise, s.batch_size): s for s in settings}
     print(f"reading the searches from {uri} (describing each once) ...", flush=True)
     full = read_history(uri, say=lambda line: print(line, flush=True))
     by_setting: dict[tuple, PastSearch] = {}
@@ -166,7 +172,10 @@ def summarise(rows: list[dict]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run-searches", action="store_true", help="run the 8 searches first")
+    parser.add_argument("--run-searches", action="store_true",
+                        help="run the settings' searches first (those not yet run)")  # fmt: skip
+    parser.add_argument("--extra", action="store_true",
+                        help="add 4 digits settings near the others (history decides)")  # fmt: skip
     parser.add_argument("--trials", type=int, default=10, help="trials per search")
     parser.add_argument("--mlflow-uri", help="default: the state directory's local server")
     parser.add_argument("--variants", default="setting,dataset")
@@ -180,15 +189,16 @@ def main() -> int:
     parser.add_argument("--json", default=str(RESULTS / "lodo.json"))
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    settings = SETTINGS + EXTRA_SETTINGS if args.extra else SETTINGS
     if args.run_searches:
-        run_searches(args.trials)
+        run_searches(settings, args.trials)
     uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri is None:
         server = find_local_server(mlflow_dir(state_dir(None)))
         if server is None:
             sys.exit("no MLflow server: run with --run-searches, or give --mlflow-uri")
         uri = server.uri
-    result = evaluate(uri, args.variants.split(","), args.lr)
+    result = evaluate(uri, args.variants.split(","), args.lr, settings)
     summary = summarise(result["rows"])
     print(summary)
     result["summary"] = summary

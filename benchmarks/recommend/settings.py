@@ -54,6 +54,15 @@ SETTINGS = tuple(
     ]
 )
 
+# Near neighbours of the digits settings above (half a noise step, or half the batch ratio, away),
+# close enough in the similarity kernel that history, not the theory alone, decides.
+EXTRA_SETTINGS = tuple(
+    Setting("digits", noise, batch, None, 1500)
+    for noise, batch in (
+        ("symmetric:0.2", 32), ("symmetric:0.5", 32), ("symmetric:0.35", 16), ("symmetric:0.35", 64)
+    )
+)  # fmt: skip
+
 PARAMS = {
     "reset_prob": {"type": "loguniform", "low": 0.001, "high": 0.05, "off_arm": True},
     "reset_layers": {"type": "categorical", "choices": ["all", "head", ["block3", "head"]]},
@@ -77,10 +86,12 @@ def spec_for(setting: Setting, *, trials: int = 10) -> dict:
     }
 
 
-def write_specs(folder: Path, *, trials: int = 10) -> dict[str, Path]:
+def write_specs(
+    folder: Path, settings: tuple[Setting, ...] = SETTINGS, *, trials: int = 10
+) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for setting in SETTINGS:
+    for setting in settings:
         path = folder / f"lodo-{setting.name}.yaml"
         path.write_text(yaml.safe_dump(spec_for(setting, trials=trials), sort_keys=False))
         paths[setting.name] = path
