@@ -118,6 +118,8 @@ def evaluate(uri: str, variants: list[str], lr: str = "r0", settings: tuple = SE
                 "history": [s.name for s in others],
                 "recommended": answer.reset_settings(),
                 "confidence": answer.confidence,
+                "basis": answer.combined.basis,
+                "evidence_weight": answer.combined.evidence_weight,
                 "expected_gain": answer.combined.expected_gain,
                 "probe_verdict": probe.verdict,
                 "peclet": None if probe.figures is None else probe.figures.peclet,
