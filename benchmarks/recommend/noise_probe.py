@@ -52,7 +52,17 @@ def _folds(labels: np.ndarray, seed: int):
     return StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(labels, labels)
 
 
-def logistic_probabilities(features, labels, *, num_classes, seed):
+def _flat(images: np.ndarray) -> np.ndarray:
+    return images.reshape(images.shape[0], -1).astype(np.float32) / 255.0
+
+
+def knn_probabilities(images, labels, *, num_classes, seed):
+    """The probe `recommend` ships (`reset_tune.recommend.profile`)."""
+    return out_of_sample_probabilities(_flat(images), labels, num_classes=num_classes, seed=seed)
+
+
+def logistic_probabilities(images, labels, *, num_classes, seed):
+    features = _flat(images)
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_predict
@@ -100,8 +110,8 @@ def cnn_probabilities(images, labels, *, num_classes, seed, steps=400, batch=64,
     return probs
 
 
-PROBES = {  # flattened pixels in [0, 1], except the CNN's, which takes the images
-    "knn": out_of_sample_probabilities,
+PROBES = {  # each takes uint8 images (N, C, H, W) and their labels
+    "knn": knn_probabilities,
     "logistic": logistic_probabilities,
     "cnn": cnn_probabilities,
 }
@@ -126,17 +136,11 @@ def main() -> int:
         order = np.random.default_rng(args.seed).permutation(labels.shape[0])
         for n in sorted({min(s, labels.shape[0]) for s in args.samples}):
             pick = order[:n]
-            flat = images[pick].reshape(n, -1).astype(np.float32) / 255.0
             for probe in PROBES:
                 start = time.perf_counter()
-                if probe == "cnn":
-                    probs = cnn_probabilities(
-                        images[pick], labels[pick], num_classes=data.num_classes, seed=args.seed
-                    )
-                else:
-                    probs = PROBES[probe](
-                        flat, labels[pick], num_classes=data.num_classes, seed=args.seed
-                    )
+                probs = PROBES[probe](
+                    images[pick], labels[pick], num_classes=data.num_classes, seed=args.seed
+                )
                 seconds = time.perf_counter() - start
                 estimate = wrong_label_fraction(labels[pick], probs)
                 truth = float(wrong[pick].mean())
