@@ -127,7 +127,11 @@ def run(args: argparse.Namespace) -> int:
         print("\nno trial completed; see the failures above", file=out)
         return 1
     baseline = report.best_baseline
-    print(f"\nbest configuration ({best.label}, {report.objective_metric} {best.objective:.4f}):")
+    seeds = f" over {best.n_seeds} seeds" if best.n_seeds > 1 else ""
+    print(
+        f"\nbest configuration ({best.label}, {report.objective_metric} "
+        f"{best.objective:.4f}{seeds}):"
+    )
     print(json.dumps(_searched(best.config, best.params), indent=2, sort_keys=True))
     if baseline is not None and best.test_acc is not None and baseline.test_acc is not None:
         gain = 100 * (best.test_acc - baseline.test_acc)
@@ -135,14 +139,7 @@ def run(args: argparse.Namespace) -> int:
             f"clean test accuracy: best {100 * best.test_acc:.2f} % vs best r = 0 trial "
             f"{100 * baseline.test_acc:.2f} % ({gain:+.2f} points)"
         )
-    armed = report.armed_fraction
-    if armed is not None and armed < 0.5:
-        print(
-            f"note: resetting fired in only {armed:.0%} of the resetting trials: θc was rarely "
-            "armed. Train longer (train.steps), shorten patience, or use a smaller training set "
-            "so that memorisation starts inside the budget.",
-            file=sys.stderr,
-        )
+    print(report.verdict().line())
     print(f"full config: {record.path / 'search.json'}")
     if report.mlflow_url:
         print(f"MLflow UI: {report.mlflow_url}")

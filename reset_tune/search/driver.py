@@ -37,6 +37,7 @@ from reset_tune.config import TrainConfig
 from reset_tune.engine import prepare_data
 from reset_tune.engine.runtime import provenance
 from reset_tune.errors import ConfigError, ResetTuneError
+from reset_tune.search.racing import Race, RaceRules, split_race_params
 from reset_tune.search.record import (
     FINISHED,
     INTERRUPTED,
@@ -47,7 +48,13 @@ from reset_tune.search.record import (
     new_search_id,
     search_directory,
 )
-from reset_tune.search.report import SearchReport, best_config_text, outcomes, param_importances
+from reset_tune.search.report import (
+    SearchReport,
+    best_config_text,
+    configurations,
+    outcomes,
+    param_importances,
+)
 from reset_tune.search.space import (
     enqueue_configurations,
     make_sampler,
@@ -85,6 +92,8 @@ from reset_tune.tracking.names import FINISHED as RUN_FINISHED
 from reset_tune.tracking.names import KILLED as RUN_KILLED
 
 DONE_STATES = ("COMPLETE", "PRUNED", "FAIL")
+VERDICT_TAG = "reset_tune.verdict"  # the parent run's verdict word (helps, no evidence, ...)
+VERDICT_LINE_TAG = "reset_tune.verdict_line"  # and the whole line
 INTERRUPTED_ATTR = "reset_tune.interrupted"  # an Optuna trial left running by a killed driver
 
 
@@ -166,6 +175,7 @@ def run_search(spec_path: str | os.PathLike | None, options: SearchOptions) -> S
         record.status = FINISHED
         best = report.best
         record.best = None if best is None else {"label": best.label, "config": best.config}
+        record.verdict = report.verdict().to_json()
         record.save()
         return SearchOutcome(record=record, report=report)
     except BaseException:
@@ -310,16 +320,10 @@ def _seed_configs(value: str, state: Path) -> tuple[list[dict[str, Any]], str]:
             "YAML/JSON file of configurations or the id of a previous search"
         ) from None
     spec = SearchSpec.from_dict(previous.spec, source=previous.spec_source)
-    trials = [t for seg in previous.segments for t in read_experiment(previous.tune_dir / seg.name)]
-    report_trials = outcomes(
-        spec, trials, numbers=previous.trial_numbers, interrupted=previous.interrupted_trials
-    )
-    ranked = SearchReport(
-        previous.search_id, spec.objective.metric, spec.mode, report_trials, {}
-    ).ranked()
+    ranked = build_report(spec, previous, None).ranked()
     configs = []
     for t in ranked[:5]:
-        configs.append({k: v for k, v in t.params.items()})
+        configs.append(split_race_params(t.params)[0])
     if not configs:
         raise ConfigError(f"--seed-configs {value!r}: that search has no complete trial")
     return configs, f"search {value}"
@@ -345,9 +349,16 @@ def _run_segment(
     resume_from = _requeue_interrupted(spec, record, study, sink, parent, say)
     done = _finished_count(study)
     remaining = record.target_trials - done
-    if remaining <= 0:
+    race = _open_race(spec, record) if spec.racing is not None else None
+    if remaining <= 0 and (race is None or (race.closed and not race.busy)):
         say(f"the study already has {done} finished trial(s) (target {record.target_trials})")
         return
+    if race is not None:
+        race.closed = False  # a new segment may add configurations; it closes the race again
+        waiting = sum(len(c.scheduled) for c in race.contenders.values())
+        if record.race is not None and waiting:
+            say(f"resuming the race: {waiting} seed run(s) of raced configurations to run")
+    remaining = max(remaining, 0)
 
     data = _shared_data(spec)
     setup = TrialSetup(
@@ -371,9 +382,31 @@ def _run_segment(
         storage=optuna.storages.RDBStorage(record.optuna_storage),
         steps_per_seed=int(TrainConfig.from_dict(spec.fixed).steps),
     )
+    search: Any = searcher
+    if race is not None:
+        from reset_tune.search.searcher import RacingSearch
+
+        def save_race(state: dict[str, Any]) -> None:
+            record.race = state
+            record.save()
+
+        race.rules = RaceRules(
+            seeds=tuple(spec.race_seeds),
+            mode=spec.mode,
+            n_val=_validation_size(data) if spec.objective.metric == "val_acc" else None,
+            z=spec.racing.z,
+        )
+        search = RacingSearch(
+            searcher,
+            race,
+            new_configurations=remaining,
+            resets=lambda params: spec.config_for(params).reset_prob > 0,
+            on_change=save_race,
+            resume_params=_configuration_params(record),
+        )
 
     def number(trial_id: str) -> int | None:
-        found = searcher.trial_number(trial_id)
+        found = search.trial_number(trial_id)
         if found is None:
             return record.trial_numbers.get(trial_id)
         if record.trial_numbers.get(trial_id) != found:
@@ -390,7 +423,11 @@ def _run_segment(
         trial_number=number,
     )
     progress = ProgressPrinter(
-        spec, total=record.target_trials, stream=options.stream, trial_number=number
+        spec,
+        total=record.target_trials,
+        stream=options.stream,
+        trial_number=number,
+        race_summary=None if race is None else lambda: race_summary(spec, race),
     )
     progress.done = done
     scheduler = None
@@ -413,9 +450,10 @@ def _run_segment(
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=searcher,
+            search_alg=search,
             scheduler=scheduler,
-            num_samples=remaining,
+            # With racing the number of seed runs is the race's to decide: it says FINISHED.
+            num_samples=-1 if race is not None else remaining,
             max_concurrent_trials=spec.concurrency,
             # A finished trial's worker (torch imported, data in memory) runs the next one.
             reuse_actors=True,
@@ -431,8 +469,14 @@ def _run_segment(
             verbose=0,
         ),
     )
+    racing = (
+        ""
+        if spec.racing is None
+        else f", raced on up to {spec.racing.max_seeds} seeds {spec.race_seeds} (paired)"
+    )
     say(
-        f"running {remaining} trial(s), {spec.concurrency} at a time, "
+        f"running {remaining} {'configuration' if race is not None else 'trial'}(s){racing}, "
+        f"{spec.concurrency} at a time, "
         f"{spec.resources.cpus:g} CPU / {spec.resources.gpus:g} GPU each"
     )
     try:
@@ -512,12 +556,54 @@ def _requeue_interrupted(
     return resume_from
 
 
+def race_summary(spec: SearchSpec, race: Race) -> str:
+    """One line: each arm's incumbent, its seeds and mean objective."""
+    from reset_tune.tracking.sink import trial_run_name
+
+    parts = []
+    for resets, arm in ((True, "resetting"), (False, "r = 0")):
+        incumbent = race.incumbent(resets)
+        if incumbent is None:
+            continue
+        values = list(incumbent.results.values())
+        mean = sum(values) / len(values) if values else float("nan")
+        parts.append(
+            f"{arm} {trial_run_name(incumbent.config_id)} ({len(values)} seed(s), mean "
+            f"{spec.objective.metric} {mean:.4f})"
+        )
+    return "incumbents: " + ("; ".join(parts) if parts else "none yet")
+
+
+def _open_race(spec: SearchSpec, record: SearchRecord) -> Race:
+    """The search's race: new, or as the record holds it (runs left running go back on the
+    schedule; the rules are set by the caller once the data are known)."""
+    race = Race(RaceRules(seeds=tuple(spec.race_seeds), mode=spec.mode))
+    if record.race is not None:
+        race.load_state_dict(record.race, interrupted=True)
+    return race
+
+
+def _configuration_params(record: SearchRecord) -> dict[int, dict[str, Any]]:
+    """Each configuration's parameters (Tune config of its first run) from earlier segments."""
+    params: dict[int, dict[str, Any]] = {}
+    for segment in record.segments:
+        for trial in read_experiment(record.tune_dir / segment.name):
+            number = record.trial_numbers.get(trial.trial_id)
+            if number is not None:
+                params[number] = split_race_params(trial.params)[0]
+    return params
+
+
+def _validation_size(data: Mapping[Any, Any]) -> int:
+    return min(int(d.val_y.shape[0]) for d in data.values())
+
+
 def _shared_data(spec: SearchSpec) -> dict[tuple[int, bool], Any]:
     """The splits of each seed (and augmentation setting, when searched), prepared once."""
     augment = spec.params.get("augment")
     choices = augment.choices if isinstance(augment, Categorical) else [None]
     data = {}
-    for seed in spec.seeds:
+    for seed in spec.race_seeds:
         for choice in choices:
             values = {**spec.fixed, "seed": seed}
             if choice is not None:
@@ -550,6 +636,11 @@ def search_params(spec: SearchSpec) -> dict[str, Any]:
     params.update(
         {
             "objective": spec.objective.metric,
+            "racing": (
+                "off"
+                if spec.racing is None
+                else f"max_seeds={spec.racing.max_seeds},z={spec.racing.z:g}"
+            ),
             "trials": spec.trials,
             "concurrency": spec.concurrency,
             "seeds": ",".join(map(str, spec.seeds)),
@@ -585,12 +676,21 @@ def build_report(
     # A trial re-run on resume appears twice; only the attempt that ran to its end counts.
     listed = [t for t in listed if t.tune_trial_id not in record.interrupted_trials]
     importances = param_importances(study) if study is not None else {}
+    racing = spec.racing is not None
+    grouped = (
+        configurations(spec, listed, numbers=record.trial_numbers, race=record.race)
+        if racing
+        else listed
+    )
     return SearchReport(
         search_id=record.search_id,
         objective_metric=spec.objective.metric,
         mode=spec.mode,
-        trials=listed,
+        trials=grouped,
         importances=importances,
+        racing=racing,
+        runs=listed if racing else [],
+        steps=int(TrainConfig.from_dict(spec.fixed).steps),
     )
 
 
@@ -606,7 +706,11 @@ def finish_search_run(
     }
     if report.complete:
         artifacts["comparison.png"] = report.comparison_plot()
-    tags = {}
+    verdict = report.verdict()
+    artifacts["verdict.json"] = json.dumps(verdict.to_json(), indent=2, default=str) + "\n"
+    if record.race is not None:
+        artifacts["race.json"] = json.dumps(record.race, indent=2) + "\n"
+    tags = {VERDICT_TAG: verdict.word, VERDICT_LINE_TAG: verdict.line()}
     best = report.best
     if best is not None:
         tags["reset_tune.best_trial"] = best.label

@@ -55,6 +55,8 @@ class SearchRecord:
     tracking_explicit: bool = False  # given by --mlflow-uri / $MLFLOW_TRACKING_URI
     mlflow_parent_run_id: str | None = None
     best: dict[str, Any] | None = None
+    race: dict[str, Any] | None = None  # racing: `Race.state_dict()`, saved at every change
+    verdict: dict[str, Any] | None = None  # `Verdict.to_json()` of the finished search
     directory: str = ""
 
     @property

@@ -12,13 +12,24 @@ import json
 import math
 import warnings
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from reset_tune import names
+from reset_tune.engine.memorisation import detect_memorisation
+from reset_tune.engine.result import TrainResult
+from reset_tune.search.labels import configuration_id, run_label
+from reset_tune.search.racing import INCUMBENT, split_race_params
 from reset_tune.search.spec import RESET_PROB, SearchSpec
-from reset_tune.search.trainable import OBJECTIVE, WALL_TIME, results_from_row, trial_summary
+from reset_tune.search.trainable import (
+    OBJECTIVE,
+    WALL_TIME,
+    objective_value,
+    results_from_row,
+    trial_summary,
+)
 from reset_tune.search.tune_files import COMPLETE, TuneTrial
+from reset_tune.search.verdict import SeedValues, Verdict, decide
 from reset_tune.tracking.sink import trial_run_name
 
 
@@ -36,6 +47,11 @@ class TrialOutcome:
     failure_reason: str | None = None
     steps_reported: int = 0
     tie_break: float | None = None  # the other validation metric at θbest (val_loss for val_acc)
+    per_seed: dict[int, SeedValues] = field(default_factory=dict)  # what the verdict pairs
+    n_seeds: int = 0  # seeds behind `objective` (a mean over them)
+    race_status: str | None = None  # racing: incumbent | rejected | dethroned | racing | failed
+    race_note: str = ""
+    runs: list[str] = field(default_factory=list)  # racing: the configuration's seed runs
 
     @property
     def resets(self) -> bool:
@@ -51,22 +67,68 @@ class SearchReport:
     importances: dict[str, float]
     tracking_uri: str | None = None
     mlflow_url: str | None = None
+    racing: bool = False  # `trials` are configurations raced on seeds (`runs` are the seed runs)
+    runs: list[TrialOutcome] = field(default_factory=list)
+    steps: int | None = None  # the training budget, for the verdict's wording
 
     @property
     def complete(self) -> list[TrialOutcome]:
         return [t for t in self.trials if t.outcome == COMPLETE and _finite(t.objective)]
 
     def ranked(self) -> list[TrialOutcome]:
-        """Complete trials, best first. Ties on the objective (validation accuracy on a small
-        split moves in steps of 1/n) go to the other validation metric at θbest."""
+        """Complete configurations, best first. Ties on the objective (validation accuracy on a
+        small split moves in steps of 1/n) go to the other validation metric at θbest. With
+        racing, the incumbents come first, then configurations by how many seeds they won:
+        a mean over one lucky seed does not outrank a mean over four."""
         sign = -1.0 if self.mode == "max" else 1.0
         tie_sign = 1.0 if self.objective_metric == "val_acc" else -1.0  # then low loss / high acc
 
-        def key(t: TrialOutcome) -> tuple[float, float]:
+        def key(t: TrialOutcome) -> tuple[float, float, float, float]:
             tie = t.tie_break if t.tie_break is not None and math.isfinite(t.tie_break) else 0.0
-            return (sign * float(t.objective), tie_sign * tie)
+            leading = 0.0 if not self.racing or t.race_status == INCUMBENT else 1.0
+            seeds = -float(t.n_seeds) if self.racing else 0.0
+            return (leading, seeds, sign * float(t.objective), tie_sign * tie)
 
         return sorted(self.complete, key=key)
+
+    @property
+    def best_resetting(self) -> TrialOutcome | None:
+        """The best resetting configuration (the resetting arm's incumbent when racing)."""
+        found = [t for t in self.ranked() if t.resets]
+        return found[0] if found else None
+
+    def verdict(self) -> Verdict:
+        """Best resetting vs best r = 0 configuration, paired on their common seeds."""
+        resetting, baseline = self.best_resetting, self.best_baseline
+        return decide(
+            None if resetting is None else resetting.per_seed,
+            None if baseline is None else baseline.per_seed,
+            mode=self.mode,
+            objective_metric=self.objective_metric,
+            resetting_label=None if resetting is None else resetting.label,
+            baseline_label=None if baseline is None else baseline.label,
+            steps=self.steps,
+        )
+
+    def tie_noise(self) -> float | None:
+        """The objective's standard error for a difference between two configurations at the
+        best one's seed count: configurations closer to the best than this are tied. None for
+        val_loss (no binomial error) or without a complete configuration."""
+        best = self.best
+        if best is None or self.objective_metric != "val_acc" or not best.per_seed:
+            return None
+        n_val = min(v.n_val for v in best.per_seed.values())
+        p = min(max(float(best.objective), 0.0), 1.0)
+        return math.sqrt(2 * p * (1 - p) / n_val) / math.sqrt(max(best.n_seeds, 1))
+
+    def tied_with_best(self) -> list[TrialOutcome]:
+        """Configurations (besides the best) within `tie_noise` of the best's objective."""
+        best, noise = self.best, self.tie_noise()
+        if best is None or noise is None:
+            return []
+        return [
+            t for t in self.ranked()[1:] if abs(float(t.objective) - float(best.objective)) <= noise
+        ]
 
     @property
     def best(self) -> TrialOutcome | None:
@@ -78,14 +140,6 @@ class SearchReport:
         """The best r = 0 trial: what resetting is measured against in this search."""
         baseline = [t for t in self.ranked() if not t.resets]
         return baseline[0] if baseline else None
-
-    @property
-    def armed_fraction(self) -> float | None:
-        """Of the complete resetting trials, the share in which resetting ever fired."""
-        resetting = [t for t in self.complete if t.resets]
-        if not resetting:
-            return None
-        return sum(1 for t in resetting if (t.num_resets or 0) > 0) / len(resetting)
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -106,6 +160,7 @@ class SearchReport:
             metrics["baseline/objective"] = float(baseline.objective)
             if best is not None and best.test_acc is not None:
                 metrics["gain/test_acc"] = float(best.test_acc) - float(baseline.test_acc)
+        metrics.update(self.verdict().metrics())
         return metrics
 
     def to_json(self) -> dict[str, Any]:
@@ -123,20 +178,32 @@ class SearchReport:
             "tracking_uri": self.tracking_uri,
             "mlflow_url": self.mlflow_url,
             "summary": self.summary_metrics(),
+            "verdict": self.verdict().to_json(),
+            "verdict_line": self.verdict().line(),
+            "racing": self.racing,
+            "runs": [asdict(t) for t in self.runs] if self.racing else [],
+            "tie_noise": self.tie_noise(),
+            "tied_with_best": [t.label for t in self.tied_with_best()],
         }
 
     def table(self, top: int = 10) -> str:
-        """The top trials as a text table, best first."""
+        """The top configurations as a text table, best first; `≈` marks a tie with the best
+        (within `tie_noise`), and with racing each row is a mean over its seeds."""
+        seeds_column = f" {'seeds':>5} {'race':<10}" if self.racing else ""
         header = (
-            f"{'trial':<12} {self.objective_metric:>8} {'test acc':>8} {'reset_prob':>10} "
-            f"{'layers':<14} {'patience':>8} {'lr':>8} {'batch':>5} {'resets':>6}"
+            f"{'trial':<12}  {self.objective_metric:>8} {'test acc':>8}{seeds_column} "
+            f"{'reset_prob':>10} {'layers':<14} {'patience':>8} {'lr':>8} {'batch':>5} "
+            f"{'resets':>6}"
         )
         lines = [header, "-" * len(header)]
+        tied = {t.label for t in self.tied_with_best()}
         for t in self.ranked()[:top]:
             c = t.config
             r = float(c.get(RESET_PROB, 0.0))
+            mark = "≈" if t.label in tied else " "
+            race = f" {t.n_seeds:>5} {(t.race_status or '-'):<10.10}" if self.racing else ""
             lines.append(
-                f"{t.label:<12} {t.objective:>8.4f} {_fmt(t.test_acc):>8} "
+                f"{t.label:<12} {mark}{t.objective:>8.4f} {_fmt(t.test_acc):>8}{race} "
                 f"{(f'{r:.4g}' if r > 0 else 'off'):>10} "
                 f"{(str(c.get('reset_layers')) if r > 0 else '-'):<14.14} "
                 f"{(str(c.get('patience')) if r > 0 else '-'):>8} {float(c['lr']):>8.4g} "
@@ -146,6 +213,12 @@ class SearchReport:
         for t in others:
             why = f": {t.failure_reason}" if t.failure_reason else ""
             lines.append(f"{t.label:<12} {t.outcome}{why}")
+        noise = self.tie_noise()
+        if tied and noise is not None:
+            lines.append(
+                f"≈ tied with the best: within one standard error ({100 * noise:.1f} points, "
+                "binomial on the validation split) of its objective"
+            )
         return "\n".join(lines)
 
     def comparison_plot(self) -> bytes:
@@ -215,6 +288,8 @@ def outcomes(
         except Exception:  # noqa: BLE001 - a trial from another spec version: shown, not used
             config = dict(trial.params)
         final = trial.final_row
+        if spec.racing is not None:
+            label = run_label(spec, trial.trial_id, trial.params, number)
         outcome = TrialOutcome(
             label=label,
             tune_trial_id=trial.trial_id,
@@ -225,7 +300,10 @@ def outcomes(
             steps_reported=len(trial.evaluation_rows),
         )
         if final is not None:
-            summary = trial_summary(spec, results_from_row(final))
+            results = results_from_row(final)
+            summary = trial_summary(spec, results)
+            outcome.per_seed = {int(r.config["seed"]): seed_values(spec, r) for r in results}
+            outcome.n_seeds = len(results)
             outcome.objective = float(final[OBJECTIVE])
             outcome.test_acc = summary[names.TEST_ACC]
             outcome.num_resets = summary[names.RESET_COUNT]
@@ -236,6 +314,73 @@ def outcomes(
             outcome.tie_break = summary[other]
         out.append(outcome)
     return out
+
+
+def seed_values(spec: SearchSpec, result: TrainResult) -> SeedValues:
+    """What the verdict needs of one seed's result (memorisation detected without labels)."""
+    n_val = int(result.data.get("num_val") or 1)
+    finding = detect_memorisation(
+        result.history, n_val=n_val, batch_size=int(result.config["batch_size"])
+    )
+    return SeedValues(
+        objective=objective_value(spec, result),
+        test_acc=float(result.test_acc),
+        num_resets=int(result.num_resets),
+        memorisation_step=finding.onset_step,
+        n_val=n_val,
+        n_test=int(result.data.get("num_test") or 1),
+    )
+
+
+def configurations(
+    spec: SearchSpec,
+    runs: Sequence[TrialOutcome],
+    *,
+    numbers: dict[str, int],
+    race: dict[str, Any] | None,
+) -> list[TrialOutcome]:
+    """Racing: one outcome per configuration, its seed runs merged (means over their seeds),
+    with the race's status of each configuration."""
+    statuses = {int(c["config_id"]): c for c in (race or {}).get("contenders", [])}
+    grouped: dict[int, list[TrialOutcome]] = {}
+    for run in runs:
+        config_id = configuration_id(run.params, numbers.get(run.tune_trial_id))
+        if config_id is not None:
+            grouped.setdefault(config_id, []).append(run)
+    out = []
+    for config_id, members in sorted(grouped.items()):
+        complete = [m for m in members if m.outcome == COMPLETE and _finite(m.objective)]
+        first = members[0]
+        params = split_race_params(first.params)[0]
+        per_seed = dict(sorted((s, v) for m in complete for s, v in m.per_seed.items()))
+        status = statuses.get(config_id, {})
+        merged = TrialOutcome(
+            label=trial_run_name(config_id),
+            tune_trial_id=first.tune_trial_id,
+            outcome=COMPLETE if complete else first.outcome,
+            params=params,
+            config=first.config,
+            failure_reason=None if complete else first.failure_reason,
+            steps_reported=sum(m.steps_reported for m in members),
+            per_seed=per_seed,
+            n_seeds=len(per_seed),
+            race_status=status.get("status"),
+            race_note=status.get("note", ""),
+            runs=[m.label for m in members],
+        )
+        if complete:
+            merged.objective = _mean([m.objective for m in complete])
+            merged.test_acc = _mean([m.test_acc for m in complete])
+            merged.num_resets = _mean([m.num_resets for m in complete])
+            merged.tie_break = _mean([m.tie_break for m in complete])
+            merged.wall_time_s = sum(m.wall_time_s or 0.0 for m in complete)
+        out.append(merged)
+    return out
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    known = [float(v) for v in values if v is not None]
+    return sum(known) / len(known) if known else None
 
 
 def param_importances(study) -> dict[str, float]:

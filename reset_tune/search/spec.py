@@ -44,6 +44,7 @@ from pydantic import (
 from reset_tune import names
 from reset_tune.config import TrainConfig
 from reset_tune.errors import ConfigError
+from reset_tune.search.racing import split_race_params
 
 # -- vocabulary shared with the space and the driver -------------------------------------------
 RESET_PROB = "reset_prob"
@@ -359,6 +360,14 @@ class Sampler(_Strict):
     startup_trials: int = Field(default=10, ge=0)  # random trials before TPE models the results
 
 
+class Racing(_Strict):
+    """Race configurations on seeds (`reset_tune.search.racing`): each starts on one seed, and
+    those that might still beat their arm's incumbent run on more, up to `max_seeds`."""
+
+    max_seeds: int = Field(default=4, ge=2)  # seeds an incumbent ends on (the verdict's n)
+    z: float = Field(default=1.0, ge=0.0, le=5.0)  # standard errors a challenger may trail by
+
+
 class SearchSpec(_Strict):
     """A validated search specification. Build it with `load_spec` or `SearchSpec.from_dict`."""
 
@@ -372,6 +381,7 @@ class SearchSpec(_Strict):
     resources: Resources = Field(default_factory=Resources)
     scheduler: Scheduler = Field(default_factory=lambda: NoScheduler(type="none"))
     sampler: Sampler = Field(default_factory=Sampler)
+    racing: Racing | None = None  # None: every configuration runs on every seed of `seeds`
     params: dict[str, Param] = Field(min_length=1)
     # Configurations (TrainConfig names, partial ones completed by sampling) tried before any
     # other trial, e.g. a recommendation and its r = 0 arm (`reset-tune recommend --write-spec`).
@@ -390,6 +400,15 @@ class SearchSpec(_Strict):
         if value is None:
             return {"type": "none"}
         return {"type": value} if isinstance(value, str) else value
+
+    @field_validator("racing", mode="before")
+    @classmethod
+    def _racing_shorthand(cls, value: Any) -> Any:
+        if value is False or value == "off":
+            return None
+        if value is True or value == "on":
+            return {}
+        return value
 
     @field_validator("sampler", mode="before")
     @classmethod
@@ -477,6 +496,17 @@ class SearchSpec(_Strict):
         return fixed
 
     @property
+    def race_seeds(self) -> list[int]:
+        """With racing: the seeds in race order (`seeds`, continued by consecutive integers
+        after the last up to `racing.max_seeds`); without: `seeds`."""
+        if self.racing is None:
+            return list(self.seeds)
+        seeds = list(self.seeds)
+        while len(seeds) < self.racing.max_seeds:
+            seeds.append(max(seeds) + 1)
+        return seeds[: self.racing.max_seeds]
+
+    @property
     def prunes(self) -> bool:
         """Whether a scheduler may stop trials early (their runs then end as pruned)."""
         return isinstance(self.scheduler, AshaScheduler)
@@ -545,9 +575,12 @@ class SearchSpec(_Strict):
         """The `TrainConfig` of one trial: `train`, the fixed params and the trial's `params`.
 
         `params` is what `space.suggest` returned (or Ray Tune's trial config, which also holds
-        the switch `resetting`). In an r = 0 trial, reset_prob is 0 and the reset sub-parameters
-        keep their `TrainConfig` defaults. `seed` defaults to the spec's first seed.
+        the switch `resetting`, and a racing seed run's `race_config`/`race_seed`). In an r = 0
+        trial, reset_prob is 0 and the reset sub-parameters keep their `TrainConfig` defaults.
+        `seed` defaults to the seed run's race seed, else the spec's first seed.
         """
+        params, _config_id, race_seed = split_race_params(params)
+        seed = race_seed if seed is None else seed
         checked = self.check_params(params, where=f"{self._source}: trial parameters")
         off = self.has_off_arm and checked.get(RESET_PROB) == 0
         values: dict[str, Any] = dict(self.train)
@@ -559,8 +592,17 @@ class SearchSpec(_Strict):
         return _build_config(values, f"{self._source}: trial parameters")
 
     def configs_for(self, params: Mapping[str, Any]) -> list[TrainConfig]:
-        """One config per seed in `seeds`: what evaluating a configuration runs."""
+        """What one Tune trial runs: the configuration on every seed in `seeds`, or, with
+        racing, on the one seed of this seed run (a configuration's first run: the first)."""
+        if self.racing is not None:
+            _params, _config_id, race_seed = split_race_params(params)
+            return [self.config_for(params, seed=self.race_seeds[0] if race_seed is None else None)]
         return [self.config_for(params, seed=s) for s in self.seeds]
+
+    @property
+    def seeds_per_trial(self) -> int:
+        """Seeds one Tune trial runs: every seed, or one with racing."""
+        return 1 if self.racing is not None else len(self.seeds)
 
     def _check_value(self, key: str, value: Any, where: str) -> Any:
         if key == "seed":
@@ -1050,6 +1092,23 @@ def _check_run(spec: SearchSpec) -> Problems:
     if gpus == 0 and "bf16" in [v for _, v in _candidates(spec, "precision")]:
         problems.append(("resources.gpus", "precision bf16 needs a CUDA device; request gpus"))
     scheduler = spec.scheduler
+    if spec.racing is not None:
+        if len(spec.seeds) > spec.racing.max_seeds:
+            problems.append(
+                (
+                    "racing.max_seeds",
+                    f"seeds lists {len(spec.seeds)} seeds, more than max_seeds "
+                    f"({spec.racing.max_seeds}); raise max_seeds or list fewer seeds",
+                )
+            )
+        if isinstance(scheduler, AshaScheduler):
+            problems.append(
+                (
+                    "racing",
+                    "racing compares finished seed runs, and asha stops runs early; use one "
+                    "of them (scheduler: none with racing)",
+                )
+            )
     if not isinstance(scheduler, AshaScheduler):
         return problems
     if "steps" in spec.params and scheduler.max_t is None:

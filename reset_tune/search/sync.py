@@ -15,19 +15,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from reset_tune.errors import ResetTuneError
+from reset_tune.search.labels import run_label
 from reset_tune.search.record import FINISHED, SearchRecord
 from reset_tune.search.spec import SearchSpec
 from reset_tune.search.tracker import (
-    OPTUNA_TRIAL_TAG,
     evaluation_metrics,
     finish_complete_trial,
+    run_tags,
     trial_params,
     trial_run_key,
 )
 from reset_tune.search.tune_files import COMPLETE, FAILED, PRUNED, read_experiment
-from reset_tune.tracking import MlflowSink, config_tags, metric_history, replay_outbox, trial_runs
+from reset_tune.tracking import MlflowSink, metric_history, replay_outbox, trial_runs
 from reset_tune.tracking import names as tracking_names
-from reset_tune.tracking.sink import trial_run_name
 
 
 class SyncFailed(ResetTuneError):
@@ -90,11 +90,9 @@ def sync_search(record: SearchRecord, tracking_uri: str) -> SyncReport:
                     continue
                 logged_steps = _logged_steps(tracking_uri, present)
                 number = record.trial_numbers.get(trial.trial_id)
-                label = trial_run_name(trial.trial_id if number is None else number)
+                label = run_label(spec, trial.trial_id, trial.params, number)
                 params = trial_params(spec, trial.params)
-                tags = config_tags(params)
-                if number is not None:
-                    tags[OPTUNA_TRIAL_TAG] = str(number)
+                tags = run_tags(spec, trial.params, params, number)
                 handle = sink.start_trial(
                     parent, trial.trial_id, params=params, tags=tags, run_name=label, run_key=key
                 )
@@ -103,7 +101,7 @@ def sync_search(record: SearchRecord, tracking_uri: str) -> SyncReport:
                     step = int(row["step"])
                     if (int(row.get("seed_index", 0)), step) in logged_steps:
                         continue
-                    rows.append((step, evaluation_metrics(row, seeds=len(spec.seeds))))
+                    rows.append((step, evaluation_metrics(row, seeds=spec.seeds_per_trial)))
                 report.metrics_logged += sum(len(m) for _, m in rows)
                 if rows:
                     sink.log_metrics(handle, rows)

@@ -25,6 +25,8 @@ from typing import Any, TextIO
 from ray.tune import Callback
 
 from reset_tune import names
+from reset_tune.search.labels import configuration_label, run_label
+from reset_tune.search.racing import RACE_SEED
 from reset_tune.search.spec import RESET_PROB, RESETTING, SearchSpec
 from reset_tune.search.trainable import (
     FAILURE_REASON,
@@ -39,9 +41,12 @@ from reset_tune.search.trainable import (
 from reset_tune.search.tune_files import metric_items
 from reset_tune.tracking import TrackingSink, config_tags
 from reset_tune.tracking.names import FAILED, FINISHED, KILLED
-from reset_tune.tracking.sink import trial_run_name
 
 OPTUNA_TRIAL_TAG = "reset_tune.optuna_trial"
+# Racing: every seed run of one configuration carries its configuration's label and its seed, so
+# MLflow's runs table groups them (group by tag), with their mean.
+CONFIGURATION_TAG = "reset_tune.configuration"
+RACE_SEED_TAG = "reset_tune.race_seed"
 
 
 def trial_run_key(search_id: str, tune_trial_id: str) -> str:
@@ -57,9 +62,22 @@ def trial_params(spec: SearchSpec, config: Mapping[str, Any]) -> dict[str, Any]:
     params: dict[str, Any] = dict(resolved)
     if spec.has_off_arm:
         params[RESETTING] = config.get(RESETTING, "on" if resolved[RESET_PROB] > 0 else "off")
-    if len(spec.seeds) > 1:
+    if spec.seeds_per_trial > 1:
         params["seeds"] = ",".join(str(s) for s in spec.seeds)
     return params
+
+
+def run_tags(
+    spec: SearchSpec, tune_config: Mapping[str, Any], params: Mapping[str, Any], number: int | None
+) -> dict[str, str]:
+    """A trial run's tags: its config's, its Optuna trial and (racing) its configuration."""
+    tags = config_tags(params)
+    if number is not None:
+        tags[OPTUNA_TRIAL_TAG] = str(number)
+    if spec.racing is not None:
+        tags[CONFIGURATION_TAG] = configuration_label(spec, tune_config, number)
+        tags[RACE_SEED_TAG] = str(params["seed"])
+    return tags
 
 
 def evaluation_metrics(row: Mapping[str, Any], *, seeds: int) -> dict[str, float]:
@@ -148,11 +166,9 @@ class TrialTracker(Callback):
         if self._inert or trial.trial_id in self._trials:
             return
         number = self.trial_number(trial.trial_id)
-        label = trial_run_name(trial.trial_id if number is None else number)
+        label = run_label(self.spec, trial.trial_id, trial.config, number)
         params = trial_params(self.spec, trial.config)
-        tags = {**self.tags, **config_tags(params)}
-        if number is not None:
-            tags[OPTUNA_TRIAL_TAG] = str(number)
+        tags = {**self.tags, **run_tags(self.spec, trial.config, params, number)}
         handle = self.sink.start_trial(
             self.parent,
             trial.trial_id,
@@ -179,7 +195,7 @@ class TrialTracker(Callback):
             log.logged.add(key)
             step = int(row[names.STEP])
             log.last_step = max(log.last_step, step)
-            batch.append((step, evaluation_metrics(row, seeds=len(self.spec.seeds))))
+            batch.append((step, evaluation_metrics(row, seeds=self.spec.seeds_per_trial)))
         if batch:
             self.sink.log_metrics(log.handle, batch)
 
@@ -236,8 +252,10 @@ class ProgressPrinter(Callback):
         stream: TextIO | None = None,
         trial_number: Callable[[str], int | None] | None = None,
         heartbeat_s: float = 30.0,
+        race_summary: Callable[[], str] | None = None,
     ) -> None:
         self.spec = spec
+        self.race_summary = race_summary  # racing: the incumbents, after each seed run
         self.total = total
         self.stream = stream
         self.trial_number = trial_number or (lambda _trial_id: None)
@@ -262,8 +280,7 @@ class ProgressPrinter(Callback):
         self._last_line = time.monotonic()
 
     def _label(self, trial) -> str:
-        number = self.trial_number(trial.trial_id)
-        return trial_run_name(trial.trial_id if number is None else number)
+        return run_label(self.spec, trial.trial_id, trial.config, self.trial_number(trial.trial_id))
 
     def on_trial_start(self, iteration, trials, trial, **info):
         if self._inert:
@@ -290,9 +307,16 @@ class ProgressPrinter(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         if self._inert:
             return
-        self.done += 1
+        first_run = self.spec.racing is None or RACE_SEED not in trial.config
+        self.done += 1 if first_run else 0
         result = trial.last_result or {}
-        if OBJECTIVE in result:
+        if OBJECTIVE in result and not first_run:
+            self._print(
+                f"{self._label(trial)} done: {self.spec.objective.metric} "
+                f"{float(result[OBJECTIVE]):.4f}, clean test acc "
+                f"{float(result.get(names.TEST_ACC, float('nan'))):.4f}"
+            )
+        elif OBJECTIVE in result:
             value = float(result[OBJECTIVE])
             if self.best is None or (
                 value > self.best if self.spec.mode == "max" else value < self.best
@@ -310,9 +334,12 @@ class ProgressPrinter(Callback):
                 f" ({self.done}/{self.total})"
             )
 
+        if self.race_summary is not None:
+            self._print(f"  {self.race_summary()}")
+
     def on_trial_error(self, iteration, trials, trial, **info):
         if self._inert:
             return
-        self.done += 1
+        self.done += 1 if self.spec.racing is None or RACE_SEED not in trial.config else 0
         reason = (trial.last_result or {}).get(FAILURE_REASON) or _error_line(trial)
         self._print(f"{self._label(trial)} failed ({self.done}/{self.total}): {reason}")

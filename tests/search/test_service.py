@@ -492,3 +492,151 @@ def test_asha_stops_poor_trials_and_they_count_as_pruned(cluster, tmp_path):
     assert states == ["COMPLETE", "PRUNED", "PRUNED"]
     runs = [r for r in sink.runs.values() if r.kind == "trial"]
     assert sorted(r.status for r in runs) == ["FINISHED", "KILLED", "KILLED"]
+
+
+def _racing_spec(tmp_path: Path, name: str, **changes) -> Path:
+    return _spec(tmp_path, name, racing={"max_seeds": 3}, **changes)
+
+
+def test_a_raced_search_ends_with_a_paired_verdict_on_both_incumbents(
+    cluster, mlflow_server, tmp_path
+):
+    import optuna
+    from mlflow import MlflowClient
+
+    from reset_tune.search.verdict import WORDS
+
+    spec = _racing_spec(tmp_path, "raced", trials=4, train={"steps": 300})
+    seeds = tmp_path / "seeds.yaml"
+    # One configuration per arm first, so both arms have an incumbent whatever TPE draws next.
+    seeds.write_text(
+        yaml.safe_dump(
+            [
+                {"reset_prob": 0.02, "patience": 50, "lr": 0.1, "batch_size": 16},
+                {"reset_prob": 0, "lr": 0.1, "batch_size": 16},
+            ]
+        )
+    )
+    state = tmp_path / "state"
+    done = _search(
+        str(spec),
+        "--address", cluster,
+        "--mlflow-uri", mlflow_server.uri,
+        "--state-dir", str(state),
+        "--seed-configs", str(seeds),
+        "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-6000:]
+    summary = json.loads(done.stdout)
+    assert summary["racing"] is True
+    configurations = summary["trials"]
+    assert len(configurations) == 4 and all(c["outcome"] == "complete" for c in configurations)
+    incumbents = [c for c in configurations if c["race_status"] == "incumbent"]
+    assert sorted(c["config"]["reset_prob"] > 0 for c in incumbents) == [False, True]
+    for incumbent in incumbents:  # both arms end on every race seed: the verdict is paired
+        assert sorted(int(s) for s in incumbent["per_seed"]) == [0, 1, 2]
+        assert incumbent["n_seeds"] == 3
+    # Every configuration's runs are seed runs on a prefix of the race seeds, one Tune trial each.
+    runs = summary["runs"]
+    assert len(runs) == sum(c["n_seeds"] for c in configurations)
+    for configuration in configurations:
+        ran = sorted(r["config"]["seed"] for r in runs if r["label"] in configuration["runs"])
+        assert ran == list(range(configuration["n_seeds"]))
+    # The configuration's objective is the mean of its seed runs' objectives.
+    for incumbent in incumbents:
+        values = [r["objective"] for r in runs if r["label"] in incumbent["runs"]]
+        assert incumbent["objective"] == pytest.approx(sum(values) / len(values))
+
+    verdict = summary["verdict"]
+    assert verdict["word"] in WORDS and verdict["seeds"] == [0, 1, 2]
+    resetting = next(c for c in incumbents if c["config"]["reset_prob"] > 0)
+    baseline = next(c for c in incumbents if c["config"]["reset_prob"] == 0)
+    paired = [
+        resetting["per_seed"][s]["objective"] - baseline["per_seed"][s]["objective"]
+        for s in resetting["per_seed"]
+    ]
+    assert verdict["objective"]["mean"] == pytest.approx(sum(paired) / 3)
+    assert (
+        verdict["objective"]["low"] <= verdict["objective"]["mean"] <= verdict["objective"]["high"]
+    )
+    assert summary["verdict_line"].startswith("verdict:")
+
+    # Optuna learned one value per configuration: its first-seed objective.
+    study = optuna.load_study(
+        study_name=summary["search_id"], storage=f"sqlite:///{state}/optuna.db"
+    )
+    first = {r["label"].split()[0]: r["objective"] for r in runs if r["config"]["seed"] == 0}
+    told = sorted(t.value for t in study.get_trials() if t.state.name == "COMPLETE")
+    assert told == pytest.approx(sorted(first.values()))
+
+    # MLflow: the verdict on the parent run, every seed run tagged with its configuration.
+    parent = next(r for r in find_search_runs(mlflow_server.uri, "raced"))
+    assert parent.tags["reset_tune.verdict"] == verdict["word"]
+    assert parent.metrics["verdict/n_seeds"] == 3
+    assert parent.metrics["verdict/objective_diff"] == pytest.approx(verdict["objective"]["mean"])
+    children = trial_runs(mlflow_server.uri, parent.run_id)
+    assert len(children) == len(runs)
+    for incumbent in incumbents:
+        mine = [c for c in children if c.tags["reset_tune.configuration"] == incumbent["label"]]
+        assert sorted(c.tags["reset_tune.race_seed"] for c in mine) == ["0", "1", "2"]
+        assert {c.params["seed"] for c in mine} == {"0", "1", "2"}
+    client = MlflowClient(tracking_uri=mlflow_server.uri)
+    assert {"verdict.json", "race.json"} <= {f.path for f in client.list_artifacts(parent.run_id)}
+
+
+def test_an_interrupted_race_resumes_where_it_stopped(cluster, mlflow_server, tmp_path):
+    spec = _spec(
+        tmp_path,
+        "raced-killed",
+        train={"model": "cnn", "steps": 2000},
+        trials=2,
+        concurrency=1,
+        racing={"max_seeds": 2},
+    )
+    seeds = tmp_path / "seeds.yaml"
+    seeds.write_text(
+        yaml.safe_dump(
+            [
+                {"reset_prob": 0.02, "patience": 50, "lr": 0.1, "batch_size": 16},
+                {"reset_prob": 0, "lr": 0.1, "batch_size": 16},
+            ]
+        )
+    )
+    state = tmp_path / "state"
+    log = tmp_path / "search.log"
+    args = ["--address", cluster, "--mlflow-uri", mlflow_server.uri, "--state-dir", str(state)]
+    driver = _start_search(
+        str(spec), *args, "--seed-configs", str(seeds), "--checkpoint-every", "2", log=log
+    )
+    try:
+        # Both configurations are their arm's incumbent after one seed; the race then tops them
+        # up to seed 1. Stop the driver in the middle of that seed run.
+        _wait_for(
+            lambda: any(r.get("seed") == 1 and r.get("step", 0) >= 300 for r in _rows(state)),
+            "a seed-1 run to pass step 300",
+            process=driver,
+            log=log,
+        )
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    record = find_search(state, None)
+    stopped = [c["config_id"] for c in record.race["contenders"] if 1 in c["running"]]
+    assert len(stopped) == 1, record.race
+
+    resumed = _search(str(spec), *args, "--resume", "--json")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming the race" in resumed.stderr
+    summary = json.loads(resumed.stdout)
+    assert summary["search_id"] == record.search_id
+    configurations = summary["trials"]
+    assert len(configurations) == 2  # no configuration was lost or started twice
+    assert all(sorted(int(s) for s in c["per_seed"]) == [0, 1] for c in configurations)
+    assert summary["verdict"]["seeds"] == [0, 1]
+    # The interrupted seed run went on from its checkpoint: its new attempt never reported step 50.
+    second = read_experiment(Path(summary["search_dir"]) / "tune" / "segment-2")
+    resumed_run = next(t for t in second if t.params.get("race_config") == stopped[0])
+    assert int(resumed_run.evaluation_rows[0]["step"]) >= 200
+    parent = next(r for r in find_search_runs(mlflow_server.uri, "raced-killed"))
+    statuses = sorted(c.status for c in trial_runs(mlflow_server.uri, parent.run_id))
+    assert statuses == ["FINISHED"] * 4 + ["KILLED"]

@@ -376,3 +376,38 @@ def test_from_dict_without_a_file(tmp_path: Path) -> None:
     assert spec.name == "search" and spec.source == "search spec"
     with pytest.raises(SpecError, match=r"^my-source: trails: unknown key"):
         SearchSpec.from_dict(changed(trails=1), source="my-source")
+
+
+def test_racing_seeds_extend_the_listed_ones_and_seed_runs_rebuild_their_config(
+    tmp_path: Path,
+) -> None:
+    spec = load_spec(write(tmp_path, changed(racing={"max_seeds": 4}, seeds=[7])))
+    assert spec.race_seeds == [7, 8, 9, 10]
+    assert spec.seeds_per_trial == 1
+    params = {"reset_prob": 0.01, "reset_layers": "head", "patience": 100,
+              "checkpoint_metric": "val_loss", "lr": 0.05, "batch_size": 16}  # fmt: skip
+    (first,) = spec.configs_for(params)
+    assert first.seed == 7  # a configuration's first run: the first race seed
+    (seed_run,) = spec.configs_for({**params, "race_config": 3, "race_seed": 9})
+    assert seed_run.seed == 9 and seed_run.reset_prob == 0.01
+    assert load_spec(write(tmp_path, changed(racing=True))).racing.max_seeds == 4
+    assert load_spec(write(tmp_path, changed(racing="off"))).racing is None
+    assert load_spec(write(tmp_path, changed(seeds=[0, 1]))).seeds_per_trial == 2
+
+
+@pytest.mark.parametrize(
+    ("racing", "extra", "key", "words"),
+    [
+        ({"max_seeds": 1}, {}, "racing.max_seeds", "greater than or equal to 2"),
+        ({"max_seeds": 2}, {"seeds": [0, 1, 2]}, "racing.max_seeds", "more than max_seeds"),
+        ({"z": -1}, {}, "racing.z", "greater than or equal to 0"),
+        ({"max_seed": 3}, {}, "racing", "max_seed"),
+        ({}, {"scheduler": {"type": "asha", "grace_period": 100}}, "racing", "asha stops"),
+    ],
+    ids=["one-seed", "more-seeds-than-max", "negative-z", "typo", "with-asha"],
+)
+def test_bad_racing_settings_name_the_key(
+    tmp_path: Path, racing: dict, extra: dict, key: str, words: str
+) -> None:
+    message = error_for(tmp_path, changed(racing=racing, **extra))
+    assert key in message and words in message, message
