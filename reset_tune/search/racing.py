@@ -12,10 +12,11 @@ incumbent only, on the incumbent's seeds in race order (so every seed set is a p
 common seeds s (sign = +1 when the objective is maximised) and n their number::
 
     d̄ = mean(d_s)
-    se = max(sd(d_s) / √n, σ₁ / √n)          (sd only once n ≥ 2)
-    σ₁ = √(2 p (1 − p) / n_val)               (val_acc: the binomial error of a difference of two
-                                               accuracies on n_val images, p their mean; 0 for
+    se = σ₁ = √(p (1 − p) / n_val)             with one seed (val_acc: the binomial error of an
+                                               accuracy on n_val images, p their mean; 0 for
                                                val_loss, which has no binomial error)
+    se = max(sd(d_s), 1 / n_val) / √n          with n ≥ 2 (the spread of the paired differences;
+                                               the floor is one validation image)
 
 - the challenger *cannot win* when d̄ + z·se < 0: it is rejected (z = `RaceRules.z`, default 1);
 - it *might still win* otherwise: it runs on more of the incumbent's seeds, doubling its count
@@ -29,8 +30,10 @@ evidence as the search goes on and later challengers must beat them on more seed
 search has started all its configurations, `close()` tops both incumbents up to `max_seeds`, so
 the final comparison of the arms (`reset_tune.search.verdict`) is paired on the same seeds.
 
-The floor σ₁/√n keeps two or three tied seeds (accuracies on a small split move in steps of
-1/n_val, so equal values are common) from reading as a zero-noise difference.
+With one seed there is no spread, so the noise is that of one accuracy (two configurations
+evaluated on the same images err on many of the same ones, so their difference is less noisy
+than two independent accuracies). The floor of one image keeps a few identical differences
+(accuracies on a small split move in steps of 1/n_val) from reading as a noise-free one.
 
 References: F. Hutter, H. Hoos, K. Leyton-Brown, "Sequential model-based optimization for general
 algorithm configuration" (LION 2011; SMAC's intensification: challengers run on the incumbent's
@@ -109,13 +112,14 @@ def difference_noise(
     n = len(differences)
     if n == 0:
         return math.inf
-    floor = 0.0
-    if n_val:
+    if n == 1:
+        if not n_val:
+            return 0.0
         pooled = list(values)
         p = min(max(sum(pooled) / len(pooled), 0.0), 1.0) if pooled else 0.5
-        floor = math.sqrt(2 * p * (1 - p) / n_val) / math.sqrt(n)
-    spread = statistics.stdev(differences) / math.sqrt(n) if n >= 2 else 0.0
-    return max(spread, floor)
+        return math.sqrt(p * (1 - p) / n_val)
+    floor = 1.0 / n_val if n_val else 0.0
+    return max(statistics.stdev(differences), floor) / math.sqrt(n)
 
 
 class Race:

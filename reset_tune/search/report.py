@@ -111,15 +111,15 @@ class SearchReport:
         )
 
     def tie_noise(self) -> float | None:
-        """The objective's standard error for a difference between two configurations at the
-        best one's seed count: configurations closer to the best than this are tied. None for
-        val_loss (no binomial error) or without a complete configuration."""
+        """The binomial standard error of the best configuration's objective (an accuracy on the
+        validation split, averaged over its seeds): configurations closer to the best than this
+        are tied with it. None for val_loss (no binomial error) or without a complete one."""
         best = self.best
         if best is None or self.objective_metric != "val_acc" or not best.per_seed:
             return None
         n_val = min(v.n_val for v in best.per_seed.values())
         p = min(max(float(best.objective), 0.0), 1.0)
-        return math.sqrt(2 * p * (1 - p) / n_val) / math.sqrt(max(best.n_seeds, 1))
+        return math.sqrt(p * (1 - p) / n_val) / math.sqrt(max(best.n_seeds, 1))
 
     def tied_with_best(self) -> list[TrialOutcome]:
         """Configurations (besides the best) within `tie_noise` of the best's objective."""

@@ -5,13 +5,12 @@ The two configurations are each arm's incumbent (racing, `reset_tune.search.raci
 by the objective. On each common seed s the paired difference is d_s = resetting − r = 0 (signed so
 that > 0 is better for `val_loss` too); over n seeds the 95 % interval is the t interval::
 
-    d̄ ± t(0.975, n − 1) · se,   se = max(sd(d) / √n, σ₁ / √n)
+    d̄ ± t(0.975, n − 1) · se,   se = max(sd(d), 1 / n_images) / √n
 
-where σ₁ is the binomial standard error of a difference of two accuracies on the split's images,
-√(2 p (1 − p) / n_images), a floor that keeps a few tied seeds (accuracies move in steps of
-1/n_images) from reading as a zero-noise difference; it applies to accuracies only. The interval is
-computed for the objective (what the search chose by) and for clean test accuracy (reported, never
-used to choose). The words come from the objective's interval:
+the paired t interval; the floor of one image (accuracies only) keeps a few identical
+differences (accuracies on a small split move in steps of 1/n_images) from reading as
+noise-free. The interval is computed for the objective (what the search chose by) and for clean
+test accuracy (reported, never used to choose). The words come from the objective's interval:
 
 - **helps**: the interval lies above 0; **hurts**: below 0; **no evidence**: it contains 0;
 - **cannot act**: the r = 0 configuration did not memorise within the budget on any of its seeds
@@ -84,20 +83,19 @@ class PairedDifference:
 def paired_difference(
     differences: Sequence[float], values: Sequence[float], *, n_images: int | None
 ) -> PairedDifference:
-    """Mean and 95 % t interval of paired `differences`; `values` (both arms' raw values) set the
-    binomial floor when `n_images` is given (see the module docstring)."""
+    """Mean and 95 % t interval of paired `differences` (see the module docstring); with one
+    difference, no interval, and `values` (both arms' raw values) give its binomial noise."""
     n = len(differences)
     if n == 0:
         raise ValueError("no common seed: nothing to compare")
     mean = statistics.fmean(differences)
-    floor = 0.0
-    if n_images:
-        p = min(max(statistics.fmean(values), 0.0), 1.0)
-        floor = math.sqrt(2 * p * (1 - p) / n_images) / math.sqrt(n)
-    spread = statistics.stdev(differences) / math.sqrt(n) if n >= 2 else 0.0
-    se = max(spread, floor)
     if n < 2:
+        # No spread from one seed: the binomial error of one accuracy says how noisy it is.
+        p = min(max(statistics.fmean(values), 0.0), 1.0)
+        se = math.sqrt(p * (1 - p) / n_images) if n_images else math.nan
         return PairedDifference(n=1, mean=mean, low=math.nan, high=math.nan, se=se)
+    floor = 1.0 / n_images if n_images else 0.0
+    se = max(statistics.stdev(differences), floor) / math.sqrt(n)
     half = t_quantile_975(n - 1) * se
     return PairedDifference(n=n, mean=mean, low=mean - half, high=mean + half, se=se)
 
@@ -237,7 +235,9 @@ def decide(
     )
     if objective.n < 2:
         verdict.word = ONE_SEED
-        noise = f" (±{100 * objective.se:.1f} points of noise)" if accuracy else ""
+        noise = (
+            f" (±{100 * objective.se:.1f} points of noise)" if math.isfinite(objective.se) else ""
+        )
         verdict.reason = (
             f"{where}; one seed of a noisy validation split decides nothing{noise}: race seeds "
             "(racing: in the spec) or list more seeds"

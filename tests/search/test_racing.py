@@ -50,7 +50,7 @@ def test_the_first_configuration_of_an_arm_is_its_incumbent():
 def test_a_challenger_clearly_worse_on_the_first_seed_is_rejected_at_once():
     race = make_race(n_val=150)
     start(race, 0, 0.60)
-    # σ₁ = √(2·0.5·0.5/150) ≈ 0.058 at p ≈ 0.5: 0.45 trails by 0.15, more than one σ₁.
+    # σ₁ = √(0.5·0.5/150) ≈ 0.041 at p ≈ 0.5: 0.45 trails by 0.15, more than one σ₁.
     start(race, 1, 0.45)
     assert race.contenders[1].status == REJECTED
     assert "cannot win" in race.contenders[1].note
@@ -155,11 +155,11 @@ def test_resuming_puts_running_runs_back_and_drops_configurations_never_measured
     assert restored.contenders[2].status == REJECTED
 
 
-def test_difference_noise_uses_the_binomial_floor_then_the_spread():
+def test_difference_noise_is_binomial_for_one_seed_then_the_spread():
     one = difference_noise([0.0], [0.5, 0.5], n_val=100)
-    assert one == pytest.approx(math.sqrt(2 * 0.25 / 100))
+    assert one == pytest.approx(math.sqrt(0.25 / 100))
     tied = difference_noise([0.0, 0.0], [0.5] * 4, n_val=100)
-    assert tied == pytest.approx(math.sqrt(2 * 0.25 / 100) / math.sqrt(2))  # ties: the floor
+    assert tied == pytest.approx(0.01 / math.sqrt(2))  # identical differences: one image
     spread = difference_noise([0.3, -0.3], [0.5] * 4, n_val=100)
     assert spread == pytest.approx(0.3)  # sd 0.424 / √2
     assert difference_noise([0.1], [0.5, 0.6], n_val=None) == 0.0

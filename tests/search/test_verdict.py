@@ -108,14 +108,16 @@ def test_minimised_objectives_are_signed_so_that_positive_is_better():
     assert verdict.objective.mean == pytest.approx(0.305)
 
 
-def test_paired_interval_is_a_t_interval_with_a_binomial_floor():
+def test_paired_interval_is_a_t_interval_floored_at_one_image():
     diff = paired_difference([0.1, 0.2, 0.3], [0.5] * 6, n_images=None)
     se = 0.1 / math.sqrt(3)
     assert diff.low == pytest.approx(0.2 - 4.303 * se)
     assert diff.high == pytest.approx(0.2 + 4.303 * se)
     tied = paired_difference([0.02, 0.02], [0.5] * 4, n_images=100)
-    assert tied.se == pytest.approx(math.sqrt(2 * 0.25 / 100) / math.sqrt(2))
-    assert tied.low < 0  # two equal differences are not a certainty
+    assert tied.se == pytest.approx(0.01 / math.sqrt(2))
+    assert tied.low < 0.02 < tied.high  # identical differences are not a certainty
+    one = paired_difference([0.05], [0.5, 0.55], n_images=100)
+    assert math.isnan(one.low) and one.se == pytest.approx(math.sqrt(0.525 * 0.475 / 100))
 
 
 def test_t_quantiles():
