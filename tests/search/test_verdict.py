@@ -126,3 +126,56 @@ def test_t_quantiles():
     assert t_quantile_975(100) == pytest.approx(1.96)
     with pytest.raises(ValueError):
         t_quantile_975(0)
+
+
+def _outcome(label, r, objectives, tests, *, memorised=True, race_status=None):
+    from reset_tune.search.report import TrialOutcome
+
+    per_seed = seeds(objectives, tests, memorised=memorised, resets=5 if r else 0)
+    return TrialOutcome(
+        label=label,
+        tune_trial_id=label,
+        outcome="complete",
+        params={},
+        config={"reset_prob": r, "lr": 0.1, "batch_size": 32},
+        objective=sum(objectives) / len(objectives),
+        test_acc=sum(tests) / len(tests),
+        num_resets=5 if r else 0,
+        per_seed=per_seed,
+        n_seeds=len(objectives),
+        race_status=race_status,
+    )
+
+
+def test_a_report_judges_its_best_trial_of_each_arm_and_marks_ties():
+    from reset_tune.search.report import SearchReport
+
+    trials = [
+        _outcome("trial-0000", 0.01, [0.66, 0.67, 0.65], [0.95, 0.96, 0.94]),
+        _outcome("trial-0001", 0.0, [0.55, 0.56, 0.54], [0.90, 0.91, 0.90]),
+        _outcome("trial-0002", 0.02, [0.65, 0.66, 0.65], [0.93, 0.93, 0.93]),  # within noise
+        _outcome("trial-0003", 0.0, [0.30, 0.31, 0.29], [0.60, 0.61, 0.62]),
+    ]
+    report = SearchReport("s", "val_acc", "max", trials, {}, steps=1500)
+    verdict = report.verdict()
+    assert (verdict.resetting, verdict.baseline) == ("trial-0000", "trial-0001")
+    assert verdict.word == HELPS and verdict.seeds == [0, 1, 2]
+    assert [t.label for t in report.tied_with_best()] == ["trial-0002"]
+    table = report.table()
+    assert "≈" in table.splitlines()[3] and "tied with the best" in table
+    assert report.summary_metrics()["verdict/n_seeds"] == 3
+    assert report.to_json()["verdict"]["word"] == HELPS
+
+
+def test_with_racing_the_incumbents_rank_first_whatever_a_lucky_single_seed_says():
+    from reset_tune.search.report import SearchReport
+
+    trials = [
+        _outcome("trial-0000", 0.01, [0.62, 0.61, 0.63, 0.62], [0.9] * 4, race_status="incumbent"),
+        _outcome("trial-0001", 0.0, [0.58, 0.57, 0.59, 0.58], [0.9] * 4, race_status="incumbent"),
+        _outcome("trial-0002", 0.02, [0.70], [0.9], race_status="rejected"),
+    ]
+    report = SearchReport("s", "val_acc", "max", trials, {}, racing=True)
+    assert [t.label for t in report.ranked()] == ["trial-0000", "trial-0001", "trial-0002"]
+    assert report.best.label == "trial-0000"
+    assert report.verdict().seeds == [0, 1, 2, 3]
