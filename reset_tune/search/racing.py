@@ -298,8 +298,9 @@ class Race:
 
     def load_state_dict(self, state: Mapping[str, Any], *, interrupted: bool = False) -> None:
         """Restore a saved race. With `interrupted`, runs that were running go back to the
-        schedule, and a configuration whose first run never ended is dropped (the driver queues
-        that Optuna trial again, and it re-enters the race as a new configuration)."""
+        schedule (of configurations still racing or incumbent), and a configuration whose first
+        run never ended is dropped (the driver queues that Optuna trial again, and it re-enters
+        the race as a new configuration)."""
         contenders: dict[int, Contender] = {}
         for values in state["contenders"]:
             contender = Contender(
@@ -314,8 +315,9 @@ class Race:
             if interrupted:
                 if not contender.results and contender.status == RACING:
                     continue
-                contender.scheduled = contender.running + contender.scheduled
-                contender.running = []
+                if contender.status in (RACING, INCUMBENT):
+                    contender.scheduled = contender.running + contender.scheduled
+                contender.running = []  # a decided configuration's stray run is not re-run
             contenders[contender.config_id] = contender
         self.contenders = contenders
         incumbents = state["incumbents"]

@@ -170,3 +170,16 @@ def test_rules_reject_bad_settings():
         RaceRules(seeds=(0, 0))
     with pytest.raises(ValueError, match="z must be"):
         RaceRules(seeds=(0, 1), z=-1)
+
+
+def test_resuming_does_not_rerun_a_decided_configurations_stray_run():
+    race = make_race(n_val=150)
+    start(race, 0, 0.60)
+    start(race, 1, 0.40)  # rejected; the incumbent gains seed 1
+    assert race.next_run() == (0, 1)  # the incumbent's seed-1 run starts ...
+    race.add(2, resets=True)
+    race.record(2, 0, 0.90)  # ... and a new challenger dethrones it meanwhile
+    assert race.contenders[0].status == DETHRONED and race.contenders[0].running == [1]
+    restored = make_race(n_val=150)
+    restored.load_state_dict(race.state_dict(), interrupted=True)
+    assert restored.contenders[0].scheduled == [] and restored.contenders[0].running == []
