@@ -61,6 +61,11 @@ class TrainConfig:
     )
     patience: int = 200  # steps without improvement of the checkpoint metric before arming
     warmup: int = 0  # no arming before this step
+    # Arm only once memorisation has begun by the label-free signal (train − val accuracy on the
+    # noisy labels, `reset_tune.engine.memorisation`) as well as by the patience rule. Off: the
+    # method's patience rule alone (DESIGN.md §1.3), which also arms on plateaus without
+    # memorisation.
+    arm_on_memorisation: bool = False
     checkpoint_metric: str = "val_loss"  # what picks θbest: val_loss | val_acc
     adaptive: bool = True  # after arming, each new θbest becomes θc
     restore_optimizer: bool = True  # a reset also restores the layers' optimizer state (momentum)
@@ -155,6 +160,13 @@ def _validate(c: TrainConfig) -> None:
         bracket = "(" if open_low else "["
         _check(ok, f"{key} must be in {bracket}{low}, {high}], but got {key}={value!r}.")
 
+    for f in fields(c):
+        if str(f.type).startswith("bool"):
+            value = getattr(c, f.name)
+            _check(
+                isinstance(value, bool),
+                f"{f.name} must be true or false, but got {f.name}={value!r}.",
+            )
     for key in ("steps", "eval_every", "batch_size", "eval_batch_size"):
         at_least(key, 1)
     for key in ("patience", "warmup", "memorisation_samples", "seed"):

@@ -5,7 +5,14 @@ from __future__ import annotations
 STEP = "step"
 TRAIN_LOSS = "train/loss"
 TRAIN_ACC = "train/acc"  # against the (noisy) training labels
-MEMORISATION = "train/memorisation"
+MEMORISATION = "train/memorisation"  # true fraction of wrong labels fitted (injected noise only)
+# Label-free memorisation signal (reset_tune.engine.memorisation): train/acc − val/acc, both on
+# the noisy labels, and whether the detector has decided that memorisation began (0/1, latches).
+MEMORISATION_GAP = "train/memorisation_gap"  # train/probe_acc − val/acc
+# Accuracy of the evaluated model (eval mode, like val/acc) on a fixed random subset of the
+# training split, against its noisy labels: the "train" side of the gap.
+TRAIN_PROBE_ACC = "train/probe_acc"
+MEMORISING = "train/memorising"
 VAL_LOSS = "val/loss"  # cross-entropy on the validation split, whatever the training loss
 VAL_ACC = "val/acc"
 LR = "train/lr"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,12 +18,16 @@ def render_curves(results: Mapping[str, TrainResult], *, title: str = "") -> byt
     """One column of panels (val acc, val loss, memorisation) with every run overlaid.
 
     Resets are marked as ticks along the top of the accuracy panel; the moment resetting armed
-    is a dashed vertical line; θbest is a dot.
+    is a dashed vertical line; θbest is a dot. The memorisation panel shows the true share of
+    wrong labels fitted (solid; injected noise only) and the label-free signal, train − val
+    accuracy on the noisy labels (dashed), with the detected onset of memorisation as a dotted
+    vertical line on every panel.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     from matplotlib.transforms import blended_transform_factory
 
     fig, axes = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
@@ -45,6 +50,11 @@ def render_curves(results: Mapping[str, TrainResult], *, title: str = "") -> byt
             )
             if result.armed_step is not None:
                 ax.axvline(result.armed_step, color=color, ls="--", lw=0.8)
+            if result.memorisation_step is not None:
+                ax.axvline(result.memorisation_step, color=color, ls=":", lw=1.2)
+        gap = [h.get(names.MEMORISATION_GAP, math.nan) for h in result.history]
+        if any(math.isfinite(g) for g in gap):
+            axes[2].plot(steps, gap, color=color, ls="--", lw=1.2)
         best = [h for h in result.history if h[names.STEP] == result.best_step]
         if best:
             axes[0].plot(result.best_step, best[0][names.VAL_ACC], "o", color=color, ms=6)
@@ -65,6 +75,16 @@ def render_curves(results: Mapping[str, TrainResult], *, title: str = "") -> byt
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("step")
     axes[0].legend(loc="lower right", fontsize=8)
+    axes[2].axhline(0.0, color="0.6", lw=0.6)
+    styles = [
+        Line2D([], [], color="0.3", lw=1.4, label="true memorisation fraction (injected noise)"),
+        Line2D(
+            [], [], color="0.3", ls="--", lw=1.2, label="train − val acc (noisy labels, label-free)"
+        ),
+        Line2D([], [], color="0.3", ls=":", lw=1.2, label="memorisation onset (label-free)"),
+        Line2D([], [], color="0.3", ls="--", lw=0.8, label="resetting armed"),
+    ]
+    axes[2].legend(handles=styles, loc="upper left", fontsize=7)
     if title:
         axes[0].set_title(title, fontsize=10)
     fig.tight_layout()

@@ -20,6 +20,22 @@ well as with the search.
     # --extra adds 4 digits settings near the others (~8 min more), so that history decides
     # the evaluation (descriptions are cached on the searches' MLflow runs after the first time)
     RESET_TUNE_STATE_DIR=benchmarks/results/lodo/state .venv/bin/python benchmarks/recommend/lodo.py
+
+`--signs` is a different, cheaper test: is the verdict's sign right? For each of
+`settings.SIGN_SETTINGS` (regimes that memorise within their budget and regimes that do not),
+`recommend` answers from the theory and the probe alone (no history: full searches per setting
+would not fit a 2-core budget), and the truth comes from paired runs on seeds 0, 1, 2: r = 0
+against resetting at r = 0.01 (`TRUTH_RATE`: TrainConfig's default, the rate a user who turns
+resetting on gets, and one at which it acts within these budgets; the theory's rates, 0.002-0.004
+here, give one to three resets in some runs, which measures nothing), layers `all`, patience
+200, all else equal; clean test accuracy. The
+paired differences d_s give d̄ and se = max(sd(d), σ₁) / √n, σ₁ = √(2 p (1 − p) / n_test) the
+binomial noise of one difference of two test accuracies (as `reset_tune.search.verdict` floors
+it). Truth is "helps" if d̄ > 2 se, "hurts" if d̄ < −2 se, else "no effect". A verdict of
+"helps" (resetting on) is correct iff the truth is "helps"; an off verdict ("cannot act",
+"does not help", "unknown") iff it is "no effect" or "hurts".
+
+    .venv/bin/python benchmarks/recommend/lodo.py --signs      # ~25 min on one core
 """
 
 from __future__ import annotations
@@ -37,7 +53,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
-from settings import EXTRA_SETTINGS, SETTINGS, write_specs  # noqa: E402
+from settings import EXTRA_SETTINGS, SETTINGS, SIGN_SETTINGS, write_specs  # noqa: E402
 
 from reset_tune.config import TrainConfig  # noqa: E402
 from reset_tune.engine import prepare_data, train  # noqa: E402
@@ -172,6 +188,113 @@ def summarise(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+TRUTH_SEEDS = (0, 1, 2)
+TRUTH_RATE = 0.01
+
+
+def _truth(diffs: list[float], p: float, n_test: int) -> tuple[str, float, float, float]:
+    """(word, mean, sd, se) of the paired differences (module docstring)."""
+    import math
+    import statistics
+
+    n = len(diffs)
+    mean = statistics.fmean(diffs)
+    sd = statistics.stdev(diffs) if n > 1 else 0.0
+    sigma1 = math.sqrt(2 * p * (1 - p) / n_test)
+    se = max(sd, sigma1) / math.sqrt(n)
+    word = "helps" if mean > 2 * se else "hurts" if mean < -2 * se else "no effect"
+    return word, mean, sd, se
+
+
+def evaluate_signs(settings: tuple = SIGN_SETTINGS, seeds: tuple = TRUTH_SEEDS) -> dict:
+    """The verdict (no history) against paired runs, per setting; cached per setting."""
+    from reset_tune.engine.memorisation import detect_memorisation
+
+    torch.set_num_threads(1)
+    folder = RESULTS / "signs"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for setting in settings:
+        cached = folder / f"{setting.name}.json"
+        before = json.loads(cached.read_text()) if cached.exists() else None
+        if before is not None and before["truth_rate"] == TRUTH_RATE:
+            rows.append(before)
+            print(f"{setting.label}: cached", flush=True)
+            continue
+        base = TrainConfig.from_dict({**setting.train(), "reset_prob": 0.0})
+        started = time.perf_counter()
+        answer = recommend(base, tracking_uri=None, log=False)
+        recommend_s = time.perf_counter() - started
+        probe = answer.description.probe
+        c = answer.combined
+        rate = TRUTH_RATE
+        # r = 0 runs do not depend on the resetting arm's rate: reuse them from an older row.
+        reusable = {run["seed"]: run["r0"] for run in before["runs"]} if before else {}
+        runs = []
+        for seed in seeds:
+            pair = {}
+            for r in (0.0, rate):
+                if r == 0.0 and seed in reusable:
+                    pair["r0"] = reusable[seed]
+                    continue
+                config = base.replace(seed=seed, reset_prob=r)
+                data = prepare_data(config)
+                result = train(config, data=data)
+                finding = detect_memorisation(result.history, n_val=int(data.val_y.shape[0]),
+                                              batch_size=config.batch_size)  # fmt: skip
+                pair["reset" if r else "r0"] = {
+                    "test_acc": result.test_acc, "num_resets": result.num_resets,
+                    "armed_step": result.armed_step, "memorisation_onset": finding.onset_step,
+                    "final_memorisation": result.history[-1].get("train/memorisation"),
+                    "max_memorisation": max(h.get("train/memorisation", float("nan"))
+                                            for h in result.history),
+                    "steps": result.steps_completed, "wall_s": result.wall_time_s,
+                    "n_test": int(data.test_y.shape[0]),
+                }  # fmt: skip
+            runs.append({"seed": seed, **pair, "diff": pair["reset"]["test_acc"]
+                         - pair["r0"]["test_acc"]})  # fmt: skip
+        diffs = [run["diff"] for run in runs]
+        p = sum(run["r0"]["test_acc"] for run in runs) / len(runs)
+        word, mean, sd, se = _truth(diffs, p, runs[0]["r0"]["n_test"])
+        on = c.resetting
+        row = {
+            "setting": setting.name, "label": setting.label, "config": base.to_dict(),
+            "verdict": c.verdict, "resetting": on, "verdict_reason": c.verdict_reason,
+            "advice": list(c.advice), "theory_verdict": probe.theory_verdict,
+            "peclet": None if probe.figures is None else probe.figures.peclet,
+            "probe_armed_step": probe.armed_step, "probe_memorisation_step":
+            probe.memorisation_step, "probe_transient_onsets": probe.transient_onsets,
+            "probe_max_gap": probe.max_gap, "probe_steps": probe.steps_trained,
+            "probe_window_end_step": probe.window_end_step,
+            "probe_extension_steps": probe.extension_steps, "probe_wall_s": probe.wall_time_s,
+            "recommend_wall_s": recommend_s, "noise_estimate":
+            answer.description.profile.noise_estimate.rate,
+            "truth_rate": rate, "rate_if_on": c.rate_if_on, "runs": runs, "truth": word,
+            "truth_mean": mean,
+            "truth_sd": sd, "truth_se": se,
+            "correct": (word == "helps") if on else (word != "helps"),
+            "sign_correct_ignoring_noise": (mean > 0) == on,
+        }  # fmt: skip
+        cached.write_text(json.dumps(row, indent=2, default=str) + "\n")
+        rows.append(row)
+        print(
+            f"{setting.label:<36} verdict {c.verdict:<13} (theory {probe.theory_verdict}, "
+            f"memorisation {probe.memorisation_step}, probe {probe.steps_trained} steps) "
+            f"truth {word:<9} {mean:+.2%} ± {sd:.2%} (se {se:.2%}, r {rate:.4f}) "
+            f"{'OK' if row['correct'] else 'WRONG'}",
+            flush=True,
+        )
+    correct = sum(r["correct"] for r in rows)
+    decided = [r for r in rows if r["truth"] != "no effect"]
+    summary = (
+        f"sign accuracy {correct}/{len(rows)} = {correct / len(rows):.0%}; on the "
+        f"{len(decided)} settings with an effect beyond the noise "
+        f"{sum(r['correct'] for r in decided)}/{len(decided)}; sign of the mean ignoring the "
+        f"noise {sum(r['sign_correct_ignoring_noise'] for r in rows)}/{len(rows)}"
+    )
+    return {"rows": rows, "summary": summary}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-searches", action="store_true",
@@ -188,9 +311,19 @@ def main() -> int:
         help="train the recommendation at the lr of the held-out search's best r = 0 trial, or "
         "at TrainConfig's default",
     )
-    parser.add_argument("--json", default=str(RESULTS / "lodo.json"))
+    parser.add_argument("--json", default=None, help="default: results/lodo/lodo.json, or "
+                        "results/lodo/signs.json with --signs")  # fmt: skip
+    parser.add_argument("--signs", action="store_true",
+                        help="test the sign of the verdict against paired runs")  # fmt: skip
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.signs:
+        result = evaluate_signs()
+        print(result["summary"])
+        path = Path(args.json or RESULTS / "signs.json")
+        path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        return 0
+    args.json = args.json or str(RESULTS / "lodo.json")
     settings = SETTINGS + EXTRA_SETTINGS if args.extra else SETTINGS
     if args.run_searches:
         run_searches(settings, args.trials)

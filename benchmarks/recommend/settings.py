@@ -20,11 +20,32 @@ class Setting:
     batch_size: int
     train_subset: int | None
     steps: int
+    weight_decay: float | None = None  # None: TrainConfig's default
 
     @property
     def name(self) -> str:
-        rate = self.noise.split(":")[1].replace(".", "")
-        return f"{self.dataset}-sym{rate}-b{self.batch_size}"
+        if ":" in self.noise:
+            name = f"{self.dataset}-sym{self.noise.split(':')[1].replace('.', '')}"
+        else:
+            name = f"{self.dataset}-{self.noise.replace('none', 'clean')}"
+        name += f"-b{self.batch_size}"
+        if self not in SETTINGS + EXTRA_SETTINGS:  # the searches' names stay as they were
+            subset = "" if self.train_subset is None else f"-n{self.train_subset}"
+            decay = "" if self.weight_decay is None else f"-wd{self.weight_decay:g}"
+            name += f"{subset}-s{self.steps}{decay}"
+        return name
+
+    @property
+    def label(self) -> str:
+        noise = "clean" if self.noise == "none" else f"{float(self.noise.split(':')[1]):.0%}"
+        parts = [self.dataset if self.dataset == "digits" else "F-MNIST", noise,
+                 f"b{self.batch_size}"]  # fmt: skip
+        if self.train_subset is not None:
+            parts.append(f"n{self.train_subset}")
+        parts.append(f"{self.steps} steps")
+        if self.weight_decay is not None:
+            parts.append(f"wd {self.weight_decay:g}")
+        return " ".join(parts)
 
     def train(self) -> dict:
         train = {
@@ -38,6 +59,8 @@ class Setting:
         }
         if self.train_subset is not None:
             train["train_subset"] = self.train_subset
+        if self.weight_decay is not None:
+            train["weight_decay"] = self.weight_decay
         return train
 
 
@@ -62,6 +85,25 @@ EXTRA_SETTINGS = tuple(
         ("symmetric:0.2", 32), ("symmetric:0.5", 32), ("symmetric:0.35", 16), ("symmetric:0.35", 64)
     )
 )  # fmt: skip
+
+# The sign test (`lodo.py --signs`): does the verdict ("helps" or not) match paired runs? Both
+# signs on purpose: regimes that memorise within the budget (small sets, enough steps, real
+# noise) and regimes that do not (clean labels, a budget too short, heavy weight decay, a
+# larger set with few steps), on digits and Fashion-MNIST subsets. Cheap enough for a 2-core CPU.
+SIGN_SETTINGS = (
+    Setting("digits", "symmetric:0.4", 32, None, 2000),
+    Setting("digits", "symmetric:0.5", 16, None, 1500),
+    Setting("digits", "symmetric:0.6", 32, None, 2000),
+    Setting("digits", "symmetric:0.2", 32, None, 1500),
+    Setting("digits", "symmetric:0.1", 32, None, 2000),  # low noise
+    Setting("digits", "none", 32, None, 2000),  # clean labels: nothing to memorise
+    Setting("digits", "symmetric:0.4", 32, None, 2000, weight_decay=0.05),  # heavy decay
+    Setting("digits", "symmetric:0.4", 32, None, 300),  # budget too short
+    Setting("fashion-mnist", "symmetric:0.6", 16, 1000, 600),
+    Setting("fashion-mnist", "symmetric:0.4", 32, 600, 800),
+    Setting("fashion-mnist", "symmetric:0.2", 32, 3000, 300),  # larger set, few steps
+    Setting("fashion-mnist", "symmetric:0.4", 16, 1000, 600, weight_decay=0.02),
+)
 
 PARAMS = {
     "reset_prob": {"type": "loguniform", "low": 0.001, "high": 0.05, "off_arm": True},

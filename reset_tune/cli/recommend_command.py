@@ -29,9 +29,12 @@ def register(commands: argparse._SubParsersAction) -> None:
             "Profile the dataset (noise rate estimated without clean labels), probe the "
             "dynamics of training it without resetting (drift, diffusion, Péclet number), and "
             "combine the drift-diffusion theory with the finished searches in MLflow, weighted "
-            "by similarity. Prints the recommended reset_prob (with an interval), reset_layers "
-            "and checkpoint policy, the expected gain over no resetting and the evidence, and "
-            "logs it to MLflow's `recommendations` experiment."
+            "by similarity. The probe also looks, without clean labels, for memorisation of "
+            "wrong labels within --steps; resetting is recommended on only where it sees it (or "
+            "similar past searches say resetting won by a margin), otherwise the verdict is "
+            "'cannot act' with what to change. Prints the verdict, the recommended reset_prob "
+            "(with an interval), reset_layers and checkpoint policy, the expected gain over no "
+            "resetting and the evidence, and logs it to MLflow's `recommendations` experiment."
         ),
     )
     for option, field, kind, text in _OPTIONS:

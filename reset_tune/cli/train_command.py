@@ -116,6 +116,13 @@ _SWITCHES: tuple[tuple[str, str, str, str], ...] = (
         "a reset also restores the layers' optimizer state (momentum)",
     ),
     ("--deterministic", "--no-deterministic", "deterministic", "deterministic kernels"),
+    (
+        "--arm-on-memorisation",
+        "--no-arm-on-memorisation",
+        "arm_on_memorisation",
+        "arm resetting only once memorisation has begun by the label-free signal (train − val "
+        "accuracy on the noisy labels) as well as after --patience",
+    ),
 )
 
 
@@ -241,15 +248,21 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         json.dump(payload, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
+        for line in _memorisation_lines(results):
+            print(line, file=sys.stderr)
     else:
         _print_summary(results, out)
     for label, result in results.items():
         if result.config["reset_prob"] > 0 and result.armed_step is None:
             # DESIGN.md §1 lessons: resetting only acts once memorisation starts.
+            if result.config.get("arm_on_memorisation") and result.memorisation_step is None:
+                why = "memorisation never began (label-free signal), and it arms only then"
+            else:
+                why = "validation kept improving until the last step"
             print(
-                f"note: in '{label}' resetting never armed: validation kept improving until the "
-                f"last step, so this run was plain SGD. Train longer (--steps), use a smaller "
-                f"training set (--train-subset) or a shorter --patience.",
+                f"note: in '{label}' resetting never armed: {why}, so this run was plain SGD. "
+                f"Train longer (--steps), use a smaller training set (--train-subset) or a "
+                f"shorter --patience.",
                 file=sys.stderr,
             )
     return 0
@@ -260,10 +273,40 @@ def _print_every(config: TrainConfig) -> int:
     return max(1, evaluations // 20)  # about 20 progress lines per run
 
 
+_NO_MEMORISATION_ADVICE = (
+    "resetting has nothing to counter — train longer (--steps), use a smaller training set "
+    "(--train-subset) or less weight decay (--weight-decay)"
+)
+
+
+def _memorisation_lines(results: dict) -> list[str]:
+    """Per run, whether and when memorisation began by the label-free signal; the r = 0 run
+    first, since it shows whether resetting can act at all (DESIGN.md §1, lessons)."""
+    lines = []
+    ordered = sorted(results.items(), key=lambda item: item[1].config["reset_prob"] > 0)
+    for label, r in ordered:
+        steps = r.steps_completed
+        plain = r.config["reset_prob"] == 0 or r.armed_step is None  # plain SGD throughout
+        if r.memorisation_step is not None:
+            text = f"memorisation began at step {r.memorisation_step} (label-free signal)"
+            if r.config["reset_prob"] == 0 and len(results) > 1:
+                text += "; resetting can act from there"
+        elif plain:
+            text = f"no memorisation within {steps} steps: {_NO_MEMORISATION_ADVICE}"
+        else:
+            text = (
+                f"no memorisation signalled within {steps} steps, though resetting armed at step "
+                f"{r.armed_step}: it armed on a plateau, not on memorisation "
+                "(--arm-on-memorisation waits for it)"
+            )
+        lines.append(f"{label}: {text}")
+    return lines
+
+
 def _print_summary(results: dict, out: Path) -> None:
     header = (
         f"{'run':<16} {'test acc (θbest)':>17} {'best step':>9} {'armed at':>9} {'resets':>7} "
-        f"{'memorised':>9} {'time':>7}"
+        f"{'mem. from':>9} {'memorised':>9} {'time':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -272,10 +315,18 @@ def _print_summary(results: dict, out: Path) -> None:
             r.history[-1].get(names.MEMORISATION, float("nan")) if r.history else float("nan")
         )
         armed = "-" if r.armed_step is None else str(r.armed_step)
+        onset = "-" if r.memorisation_step is None else str(r.memorisation_step)
         print(
             f"{label:<16} {r.test_acc:>17.4f} {r.best_step:>9} {armed:>9} {r.num_resets:>7} "
-            f"{memorised:>9.2f} {r.wall_time_s:>6.1f}s"
+            f"{onset:>9} {memorised:>9.2f} {r.wall_time_s:>6.1f}s"
         )
+    print()
+    for line in _memorisation_lines(results):
+        print(line)
+    print(
+        "('mem. from': label-free, train − val accuracy on the noisy labels; 'memorised': the "
+        "true share of wrong labels fitted at the end, known only for injected noise)"
+    )
     if len(results) == 2:
         a, b = results.values()
         print(

@@ -64,6 +64,8 @@ class ProgressPrinter(Callback):
             f"{self.label}step {int(metrics[names.STEP]):>6}/{run.config.steps}  "
             f"train loss {metrics[names.TRAIN_LOSS]:.3f}  val loss {metrics[names.VAL_LOSS]:.3f}  "
             f"val acc {metrics[names.VAL_ACC]:.3f}  mem {metrics[names.MEMORISATION]:.2f}  "
+            f"gap {metrics[names.MEMORISATION_GAP]:+.2f}"
+            f"{' (memorising)' if metrics[names.MEMORISING] else ''}  "
             f"reset {armed} ({int(metrics[names.RESET_COUNT])})  "
             f"{metrics[names.STEPS_PER_S]:.0f} steps/s",
             file=self.stream,
@@ -71,9 +73,15 @@ class ProgressPrinter(Callback):
         )
 
     def on_train_end(self, run: TrainingRun, result: TrainResult) -> None:
+        memorisation = (
+            "no memorisation"
+            if result.memorisation_step is None
+            else f"memorisation from step {result.memorisation_step}"
+        )
         print(
             f"{self.label}done: test acc of θbest {result.test_acc:.4f} (best step "
-            f"{result.best_step}), {result.num_resets} resets, {result.wall_time_s:.1f} s",
+            f"{result.best_step}), {result.num_resets} resets, {memorisation}, "
+            f"{result.wall_time_s:.1f} s",
             file=self.stream,
             flush=True,
         )

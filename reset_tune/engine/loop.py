@@ -3,6 +3,11 @@
 The hot loop has no host syncs: batches are slices of a device-side permutation, augmentation
 runs on the device, and training loss/accuracy accumulate on the device until the next
 evaluation, which reads everything back in one transfer.
+
+At every evaluation the label-free memorisation detector (`engine.memorisation`) takes the
+accuracy of the evaluated model on a fixed subset of the training split (the train probe) and on
+the validation split, both against their noisy labels (host floats of that one transfer), before
+the resetter observes the evaluation, so `arm_on_memorisation` can act on the same evaluation.
 """
 
 from __future__ import annotations
@@ -31,6 +36,12 @@ from reset_tune.engine.evaluation import (
     memorisation_fraction,
     predictions,
 )
+from reset_tune.engine.memorisation import (
+    TRAIN_PROBE_STREAM,
+    MemorisationDetector,
+    replay_detector,
+    train_probe_size,
+)
 from reset_tune.engine.optim import build_optimizer, build_scheduler
 from reset_tune.engine.result import TrainResult
 from reset_tune.engine.runtime import (
@@ -45,7 +56,9 @@ from reset_tune.models import build_model
 from reset_tune.resetting import StochasticResetter
 from reset_tune.seeding import INIT_STREAM, MEMORISATION_STREAM, torch_seed
 
-_STATE_VERSION = 1
+# 2: the memorisation detector's state joined; a version-1 state rebuilds it from its history.
+_STATE_VERSION = 2
+_READABLE_STATE_VERSIONS = (1, 2)
 # Keys that may differ between a saved state and the run resuming it.
 _RESUMABLE_DIFFERENCES = frozenset({"device", "data_root", "download", "eval_batch_size"})
 
@@ -137,6 +150,7 @@ class TrainingRun:
             reset_layers=config.reset_layers,
             patience_steps=config.patience,
             warmup_steps=config.warmup,
+            arm_on_memorisation=config.arm_on_memorisation,
             checkpoint_metric=config.checkpoint_metric,
             adaptive=config.adaptive,
             restore_optimizer_state=config.restore_optimizer,
@@ -158,6 +172,11 @@ class TrainingRun:
             memory_format=self.memory_format,
         )
         self._memorisation_index = self._choose_memorisation_probe()
+        # Label-free: accuracy on a fixed training subset vs on the validation split, both noisy.
+        n_val = max(1, int(self.data.val_y.shape[0]))
+        probe = self._choose_train_probe(n_train, n_val)
+        self._probe_x, self._probe_y = self.data.train_x[probe], self.data.train_y[probe]
+        self.memorisation = MemorisationDetector(n_val=n_val)
 
         self.step = 0
         self.history: list[dict[str, float]] = []
@@ -229,6 +248,14 @@ class TrainingRun:
             wrong = wrong[torch.randperm(wrong.numel(), generator=generator)[:limit]].sort().values
         return wrong.to(self.device)
 
+    def _choose_train_probe(self, n_train: int, n_val: int) -> torch.Tensor:
+        """A fixed random subset of the training split, the size of the validation split (at
+        most `TRAIN_PROBE_MAX`), from its own seeded stream: training is left untouched."""
+        size = train_probe_size(n_train=n_train, n_val=n_val)
+        generator = torch.Generator().manual_seed(torch_seed(self.config.seed, TRAIN_PROBE_STREAM))
+        chosen = torch.randperm(n_train, generator=generator)[:size].sort().values
+        return chosen.to(self.device)
+
     def _evaluate(self) -> dict[str, float]:
         config, data = self.config, self.data
         self.model.eval()
@@ -252,17 +279,26 @@ class TrainingRun:
             memorisation = memorisation_fraction(predicted, data.train_y[index])
         else:
             memorisation = torch.full((), math.nan, device=self.device, dtype=torch.float64)
+        _, probe_acc = evaluate_split(
+            self.model,
+            self._probe_x,
+            self._probe_y,
+            self.augmenter.eval_batch,
+            batch_size=config.eval_batch_size,
+            autocast_dtype=self.autocast_dtype,
+        )
         self.model.train()
         steps = max(1, self._train_steps_since_eval)
         seen = steps * config.batch_size
         # The one host sync of an evaluation.
-        train_loss, train_correct, v_loss, v_acc, mem = torch.stack(
+        train_loss, train_correct, v_loss, v_acc, mem, p_acc = torch.stack(
             [
                 self._train_loss_sum / steps,
                 self._train_correct.double() / seen,
                 val_loss.double(),
                 val_acc.double(),
                 memorisation,
+                probe_acc.double(),
             ]
         ).tolist()
         self._train_loss_sum.zero_()
@@ -273,7 +309,11 @@ class TrainingRun:
                 f"training diverged at step {self.step}: train loss {train_loss}, val loss "
                 f"{v_loss}; lower the learning rate (lr={config.lr}) or use fp32."
             )
-        self.resetter.observe(val_loss=v_loss, val_acc=v_acc)
+        gap = self.memorisation.observe(
+            step=self.step, train_acc=p_acc, val_acc=v_acc, n_seen=int(self._probe_y.shape[0])
+        )
+        memorising = self.memorisation.memorising
+        self.resetter.observe(val_loss=v_loss, val_acc=v_acc, memorising=memorising)
         return {
             names.STEP: float(self.step),
             names.TRAIN_LOSS: train_loss,
@@ -281,6 +321,9 @@ class TrainingRun:
             names.VAL_LOSS: v_loss,
             names.VAL_ACC: v_acc,
             names.MEMORISATION: mem,
+            names.TRAIN_PROBE_ACC: p_acc,
+            names.MEMORISATION_GAP: gap,
+            names.MEMORISING: 1.0 if memorising else 0.0,
             names.LR: float(self.optimizer.param_groups[0]["lr"]),
             names.RESET_COUNT: float(self.resetter.num_resets),
             names.RESET_ARMED: 1.0 if self.resetter.armed else 0.0,
@@ -319,6 +362,7 @@ class TrainingRun:
             stopped_early=self._stop_reason,
             wall_time_s=self.elapsed_s,
             steps_per_s=self.step / max(self.elapsed_s, 1e-9),
+            memorisation_step=self.memorisation.onset_step,
             history=list(self.history),
             data=self.data.summary(),
             config=self.config.to_dict(),
@@ -339,6 +383,7 @@ class TrainingRun:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "resetter": self.resetter.state_dict(),
+            "memorisation": self.memorisation.state_dict(),
             "sampler": self.sampler.state_dict(),
             "augmenter": self.augmenter.state_dict(),
             "train_loss_sum": self._train_loss_sum.clone(),
@@ -348,16 +393,23 @@ class TrainingRun:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume from `state_dict()` of the same configuration; checks before loading."""
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(f"training state version {state.get('version')!r} is not supported")
+        version = state.get("version")
+        if version not in _READABLE_STATE_VERSIONS:
+            raise ValueError(f"training state version {version!r} is not supported")
         saved, current = state["config"], self.config.to_dict()
+        # A setting added after the state was saved had its default then.
+        defaults = TrainConfig().to_dict()
         differing = sorted(
-            k for k in current if k not in _RESUMABLE_DIFFERENCES and saved.get(k) != current[k]
+            k
+            for k in current
+            if k not in _RESUMABLE_DIFFERENCES and saved.get(k, defaults[k]) != current[k]
         )
         if differing:
             raise ValueError(f"training state was saved with different settings: {differing}")
         if state["data_fingerprint"] != self.data.fingerprint:
             raise ValueError("training state was saved with different data (fingerprint differs)")
+        if version >= 2 and not isinstance(state.get("memorisation"), Mapping):
+            raise ValueError("training state lacks the memorisation detector's state")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -370,6 +422,21 @@ class TrainingRun:
         self._train_loss_sum.copy_(state["train_loss_sum"])
         self._train_correct.copy_(state["train_correct"])
         self._train_steps_since_eval = int(state["train_steps_since_eval"])
+        if version >= 2:
+            self.memorisation.load_state_dict(state["memorisation"])
+        else:
+            self._replay_memorisation()
+
+    def _replay_memorisation(self) -> None:
+        """Rebuild the detector from the history (a version-1 state): it is a function of the
+        evaluations' accuracies, so this gives the state it would have had (rows from before the
+        train probe existed use the running training accuracy instead)."""
+        self.memorisation, _ = replay_detector(
+            self.history,
+            n_val=self.memorisation.n_val,
+            batch_size=self.config.batch_size,
+            probe_size=int(self._probe_y.shape[0]),
+        )
 
 
 def train(

@@ -26,6 +26,9 @@ class TrainResult:
     stopped_early: str | None  # reason, when a callback stopped the run
     wall_time_s: float
     steps_per_s: float  # training steps over the whole loop's wall time, evaluations included
+    # When memorisation began by the label-free signal (`engine.memorisation`): the first step of
+    # the confirming streak; None: not within the run (or a result saved before it was recorded).
+    memorisation_step: int | None = None
     history: list[dict[str, float]] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)

@@ -13,9 +13,27 @@ Resetting on or off. The expected gain (clean test accuracy, resetting − r = 0
 mean of the past gains shrunk toward 0 by a pseudo-search of weight `PRIOR_WEIGHT`:
 ĝ = Σ wᵢ gᵢ / (PRIOR_WEIGHT + Σ wᵢ). Its standard error comes from the weighted spread of the gains
 (at least `MIN_GAIN_SD`) over the effective number of searches n_eff = (Σw)² / Σw², and the
-confidence is P(gain > 0) under a normal approximation. With evidence (Σw ≥ `MIN_EVIDENCE`)
-resetting is on iff ĝ > 0; without it, the theory decides: on iff the probe says resetting helps
-or is uncertain (Pe < 1 inside its interval), off if it does not help or memorisation never began.
+confidence is P(gain > 0) under a normal approximation.
+
+The verdict, and resetting on or off. Resetting counters memorisation; where there is none, a
+drift away from θbest is wandering and resetting only costs (DESIGN §1, lessons). So the probe's
+label-free memorisation check gates everything:
+
+- **memorisation seen** (and resetting armed, so the window was measured): with evidence
+  (Σw ≥ `MIN_EVIDENCE`) resetting is on iff ĝ > 0; without it the theory decides: on iff the
+  probe's Pe says resetting helps or is uncertain (Pe < 1 inside its interval). Verdict "helps"
+  if on, else "does not help".
+- **no memorisation within the budget**, or validation never stopped improving (resetting would
+  never arm): verdict "cannot act", resetting **off**, with what to change (more steps, a smaller
+  training set, less weight decay) — unless similar history says resetting won by a margin:
+  evidence Σw ≥ `MIN_EVIDENCE`, ĝ > 0 and P(gain > 0) ≥ `HISTORY_MARGIN_P`; then "helps" on
+  history's word. (Settings without memorisation sit at the Pe feature's "cannot help" end, so
+  such history comes from other settings without memorisation.)
+- **memorisation not checked** (a description from before the check) or seen but the window had
+  no measurable point (the schedule's lr reached 0): verdict "unknown", resetting off unless
+  history says it won by a margin, as above.
+
+Off answers still carry `rate_if_on`, the rate below, for a confirming search to try.
 
 The reset probability (in ln r). The theory's r* is a Gaussian prior N(ln r*, σ_T²) with σ_T² =
 σ_probe² + `THEORY_MODEL_SD`², σ_probe from the probe's bootstrap interval; where the theory
@@ -38,6 +56,10 @@ import numpy as np
 from reset_tune.recommend.history import PastSearch, SettingDescription
 from reset_tune.recommend.probe import DOES_NOT_HELP, HELPS, NEVER_ARMED, UNCERTAIN
 
+CANNOT_ACT = NEVER_ARMED  # "cannot act"
+UNKNOWN = "unknown"
+VERDICTS = (HELPS, DOES_NOT_HELP, CANNOT_ACT, UNKNOWN)
+
 SCALES = {
     "noise_rate": 0.1,
     "log2_batch": 1.0,
@@ -49,6 +71,7 @@ SCALES = {
 OTHER_MODEL_FACTOR = 0.5
 MIN_WEIGHT = 0.01
 MIN_EVIDENCE = 0.5
+HISTORY_MARGIN_P = 0.9  # P(gain > 0) at which history alone turns resetting on (no memorisation)
 PRIOR_WEIGHT = 0.5
 MIN_GAIN_SD = 0.01
 THEORY_MODEL_SD = 1.0  # ln units: the 1-D theory is trusted to a factor of e
@@ -64,8 +87,8 @@ DEFAULTS = {"reset_layers": "all", "patience": 200, "checkpoint_metric": "val_lo
 def features(description: SettingDescription) -> dict[str, float]:
     profile, probe = description.profile, description.probe
     c, h, w = profile.input_shape
-    if probe.figures is None:
-        squashed = 1.0  # memorisation never began: like a setting where resetting cannot help
+    if probe.figures is None or (probe.memorisation_checked and not probe.memorised):
+        squashed = 1.0  # nothing to counter: like a setting where resetting cannot help
     else:
         pe = probe.figures.peclet
         squashed = pe / (1.0 + abs(pe)) if math.isfinite(pe) else math.copysign(1.0, pe)
@@ -125,6 +148,11 @@ class Combined:
     effective_searches: float
     basis: str
     reasons: tuple[str, ...]
+    verdict: str = ""  # one of VERDICTS
+    verdict_reason: str = ""
+    advice: tuple[str, ...] = ()  # what to change where resetting cannot act
+    rate_if_on: float = 0.0  # the rate the evidence puts r at, should resetting be tried anyway
+    memorised: bool | None = None  # the probe's memorisation check (None: not checked)
 
 
 def _normal_cdf(z: float) -> float:
@@ -210,27 +238,82 @@ def combine(
         spread = math.sqrt(float((weights * (gains - weighted_mean) ** 2).sum() / total))
         gain_sd = max(spread, MIN_GAIN_SD) / math.sqrt(max(n_eff, 1.0))
         p_gain = _normal_cdf(expected_gain / gain_sd)
+    probe = new.probe
     theory_on = verdict in (HELPS, UNCERTAIN)
-    if total >= MIN_EVIDENCE:
-        resetting = expected_gain is not None and expected_gain > 0
-        basis = "history and theory"
-        reasons.append(
-            f"{len(evidence)} similar past search(es) (total weight {total:.2f}, effective "
-            f"{n_eff:.1f}): expected gain {expected_gain:+.2%} of clean test accuracy"
+    history_decides = total >= MIN_EVIDENCE and expected_gain is not None
+    history_margin = history_decides and expected_gain > 0 and (p_gain or 0.0) >= HISTORY_MARGIN_P
+    history_line = (
+        f"{len(evidence)} similar past search(es) (total weight {total:.2f}, effective "
+        f"{n_eff:.1f}): expected gain {expected_gain:+.2%} of clean test accuracy"
+        + ("" if p_gain is None else f", P(gain > 0) = {p_gain:.2f}")
+        if evidence
+        else ""
+    )
+    memorised: bool | None = probe.memorised if probe.memorisation_checked else None
+    advice: tuple[str, ...] = ()
+    if memorised and figures is not None:
+        # Memorisation to counter, and the window measured: history, else the theory, decides.
+        if history_decides:
+            resetting = expected_gain > 0
+            basis = "history and theory"
+            reasons.append(history_line)
+            if theory_on != resetting:
+                reasons.append(f"the theory disagrees (resetting {verdict}); history decides")
+        else:
+            resetting = theory_on
+            basis = (
+                "theory only: no similar finished search"
+                if not evidence
+                else f"theory mostly: similar searches weigh only {total:.2f}"
+            )
+            reasons.append(f"the probe says resetting {verdict}")
+        final = HELPS if resetting else DOES_NOT_HELP
+        why = f"memorisation began at step {probe.memorisation_step}" + (
+            f"; {'history' if history_decides else 'the theory'} says resetting "
+            f"{'pays' if resetting else 'does not pay'} here"
         )
-        if theory_on != resetting:
-            reasons.append(f"the theory disagrees (resetting {verdict}); history decides")
+        if verdict == UNCERTAIN and not history_decides:
+            why += " (the theory is uncertain: Pe's interval reaches 1)"
+        if probe.memorisation_after_window:
+            reasons.append("memorisation began after the measuring window: the figures describe "
+                           "the wandering before it")  # fmt: skip
     else:
-        resetting = theory_on
-        basis = (
-            "theory only: no similar finished search"
-            if not evidence
-            else f"theory mostly: similar searches weigh only {total:.2f}"
-        )
-        reasons.append(f"the probe says resetting {verdict}")
-    if verdict == NEVER_ARMED:
-        reasons.append(new.probe.describe())
-
+        if memorised is None and figures is not None:
+            final = UNKNOWN
+            why = ("the probe's description has no memorisation check (made before it existed), "
+                   "so whether resetting has anything to counter is unknown")  # fmt: skip
+        elif memorised and figures is None and probe.armed_step is not None:
+            final = UNKNOWN
+            why = ("memorisation began, but the window after arming had no measurable point "
+                   "(the learning rate had reached 0)")  # fmt: skip
+        else:
+            final = CANNOT_ACT
+            why = _cannot_act_reason(new)
+            advice = cannot_act_advice(new)
+        if history_margin:
+            resetting = True
+            final = HELPS
+            basis = "history: similar searches where resetting won by a margin"
+            reasons.append(history_line)
+            reasons.append(f"the probe alone would say {CANNOT_ACT if advice else UNKNOWN}: "
+                           f"{why}; history overrides it")  # fmt: skip
+            why = (f"similar past searches say resetting won (P(gain > 0) = {p_gain:.2f}), "
+                   "though the probe saw no memorisation to counter")  # fmt: skip
+            advice = ()
+        else:
+            resetting = False
+            basis = "probe: " + ("no memorisation to counter" if final == CANNOT_ACT
+                                 else "memorisation check inconclusive")  # fmt: skip
+            if history_line:
+                reasons.append(history_line + (
+                    "; not a margin to act on without memorisation" if history_decides
+                    else "; too little weight to decide"))  # fmt: skip
+            reasons.append(f"resetting off: the verdict is {final}")
+            if figures is not None and figures.verdict == HELPS:
+                reasons.append(
+                    f"the theory's Pe = {figures.peclet:.3g} would say 'helps', but without "
+                    "memorisation the drift is wandering, not latent bias"
+                )
     # -- the rate -------------------------------------------------------------------------------
     if figures is not None and figures.reset_prob > 0:
         low, high = figures.reset_prob_interval
@@ -274,6 +357,11 @@ def combine(
     adaptive = bool(_vote([(bool(c["adaptive"]), w) for c, w in winners], DEFAULTS["adaptive"]))
 
     combined = Combined(
+        verdict=final,
+        verdict_reason=why,
+        advice=advice,
+        rate_if_on=rate,
+        memorised=memorised,
         resetting=resetting,
         reset_prob=rate if resetting else 0.0,
         reset_prob_interval=interval,
@@ -290,6 +378,40 @@ def combine(
         reasons=tuple(reasons),
     )
     return combined, evidence
+
+
+def _cannot_act_reason(description: SettingDescription) -> str:
+    probe = description.probe
+    if probe.armed_step is None:
+        return (f"validation was still improving after {probe.steps_trained} steps: resetting "
+                "would never arm")  # fmt: skip
+    return (
+        f"validation stopped improving at step {probe.armed_step}, but no memorisation was seen "
+        f"in {probe.steps_trained} of the {probe.budget_steps or probe.steps_trained} steps: "
+        "resetting would arm on a plateau of noise and pull the weights back for nothing"
+    )
+
+
+def cannot_act_advice(description: SettingDescription) -> tuple[str, ...]:
+    """What would give resetting memorisation to counter, for a "cannot act" answer."""
+    probe, profile = description.probe, description.profile
+    config = probe.config
+    steps = probe.budget_steps or int(config.get("steps", probe.steps_trained))
+    out = []
+    if profile.noise_estimate.rate < 0.05:
+        out.append(
+            f"the labels look nearly clean ({profile.noise_estimate.rate:.1%} estimated wrong): "
+            "there may be nothing to memorise, and nothing for resetting to do"
+        )
+    out.append(f"more steps (--steps, now {steps}): wrong labels are memorised after the clean "
+               "majority is fitted")  # fmt: skip
+    out.append(f"a smaller training set (--train-subset; {profile.num_train} training samples "
+               "now): small sets memorise within fewer steps")  # fmt: skip
+    decay = float(config.get("weight_decay", 0.0) or 0.0)
+    if decay > 0:
+        out.append(f"less weight decay (--weight-decay, now {decay:g}): it holds back "
+                   "memorisation")  # fmt: skip
+    return tuple(out)
 
 
 def confidence_label(combined: Combined) -> str:

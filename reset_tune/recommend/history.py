@@ -30,8 +30,9 @@ from reset_tune.search.trainable import OBJECTIVE, WALL_TIME
 
 DESCRIPTION_ARTIFACT = "recommend/description.json"
 # 2: probe points carry best_step; both drift estimators. 3: the noise estimate uses up to 10,000
-# samples (was 3,000). Older caches are recomputed.
-DESCRIPTION_VERSION = 3
+# samples (was 3,000). 4: the probe checks for memorisation (label-free) and runs on, within the
+# configuration's steps, until it sees it. Older caches are recomputed.
+DESCRIPTION_VERSION = 4
 
 
 @dataclass(frozen=True)

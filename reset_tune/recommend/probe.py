@@ -26,6 +26,20 @@ to the good region, so the effective drift of that distance is what it needs.
 Per-point figures are averaged over the window and Pe = L v / (2 D) follows; intervals are a
 bootstrap (evaluations, then minibatches within each, and the displacement pairs). The optimal
 rate r* = ρ*(Pe) D / L² becomes a per-step probability 1 − exp(−r* η_eff).
+
+Memorisation. A plateau of the noisy validation loss arms resetting whether or not the model is
+fitting wrong labels (DESIGN §1, "resetting arms on noise, too"); a drift away from θbest without
+memorisation is wandering, and the theory's verdict on it means nothing. So the probe also runs
+the label-free memorisation detector (`reset_tune.engine.memorisation`: the train − validation
+accuracy gap on the noisy labels) over its own evaluations. A confirmed onset that is undone
+(`CONFIRM` consecutive evaluations back under the threshold: a run without resetting does not
+unlearn wrong labels, so that was a transient, e.g. an unstable first evaluation) does not count,
+and detection starts afresh. When the window after arming ends before memorisation is seen, the
+probe trains on (evaluating, measuring nothing more) until memorisation is confirmed or the
+configuration's own `steps` run out (`until_memorisation`, default on): the run's budget is the
+question, "does this run memorise before it ends?". The figures stay those of the window; where
+memorisation began only after it, `memorisation_after_window` says they describe the wandering
+before it.
 """
 
 from __future__ import annotations
@@ -39,9 +53,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from reset_tune import names
 from reset_tune.config import TrainConfig
 from reset_tune.data import DataSplits, DeviceAugmenter
 from reset_tune.engine import Callback, TrainingRun
+from reset_tune.engine.memorisation import CONFIRM, MemorisationDetector, gap_threshold
 from reset_tune.recommend import theory
 from reset_tune.seeding import torch_seed
 
@@ -50,7 +66,8 @@ PROBE_STREAM = 7  # the probe's own minibatches: the run's data streams stay as 
 HELPS = "helps"
 DOES_NOT_HELP = "does not help"
 UNCERTAIN = "uncertain"
-NEVER_ARMED = "cannot act"
+NEVER_ARMED = "cannot act"  # resetting would never arm, or arms with no memorisation to counter
+NOT_MEMORISED = NEVER_ARMED
 DISPLACEMENT = "displacement"
 GRADIENT = "gradient"
 DRIFT_ESTIMATORS = (DISPLACEMENT, GRADIENT)
@@ -255,10 +272,48 @@ class ProbeResult:
     wall_time_s: float
     points: list[ProbePoint] = field(default_factory=list)
     figures: DriftDiffusion | None = None
+    # Memorisation, label-free (module docstring). None: not checked (an older description).
+    memorisation_step: int | None = None  # onset of the lasting memorisation; None: not seen
+    memorisation_checked: bool = False
+    max_gap: float | None = None  # largest train − val accuracy gap on the noisy labels
+    final_gap: float | None = None
+    final_gap_threshold: float | None = None  # the gap that would have signalled, at the end
+    transient_onsets: list[int] = field(default_factory=list)  # confirmed, then undone
+    window_end_step: int | None = None  # where the window after arming ended
+    budget_steps: int | None = None  # the configuration's `steps`
+
+    @property
+    def memorised(self) -> bool:
+        return self.memorisation_step is not None
+
+    @property
+    def theory_verdict(self) -> str | None:
+        """The drift-diffusion verdict on the window, memorisation or not (None: no window)."""
+        return self.figures.verdict if self.figures is not None else None
 
     @property
     def verdict(self) -> str:
-        return self.figures.verdict if self.figures is not None else NEVER_ARMED
+        """The theory's verdict where resetting has memorisation to counter; else "cannot act"."""
+        if self.figures is None:
+            return NEVER_ARMED
+        if self.memorisation_checked and not self.memorised:
+            return NOT_MEMORISED
+        return self.figures.verdict
+
+    @property
+    def memorisation_after_window(self) -> bool:
+        return (
+            self.memorisation_step is not None
+            and self.window_end_step is not None
+            and self.memorisation_step > self.window_end_step
+        )
+
+    @property
+    def extension_steps(self) -> int:
+        """Steps trained past the window to look for memorisation (the cost of looking)."""
+        if self.window_end_step is None:
+            return 0
+        return max(0, self.steps_trained - self.window_end_step)
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
@@ -279,6 +334,26 @@ class ProbeResult:
             )
         return cls(**{**values, "points": points, "figures": figures})
 
+    def describe_memorisation(self) -> str:
+        """What the label-free detector saw, in words."""
+        if not self.memorisation_checked:
+            return "not checked"
+        gap = "" if self.max_gap is None else f"; largest train − val gap {self.max_gap:+.3f}"
+        transient = (
+            f" (a transient signal at step {', '.join(map(str, self.transient_onsets))} was undone)"
+            if self.transient_onsets
+            else ""
+        )
+        if self.memorised:
+            where = " (after the measuring window)" if self.memorisation_after_window else ""
+            return f"began at step {self.memorisation_step}{where}{gap}{transient}"
+        threshold = (
+            "" if self.final_gap_threshold is None
+            else f", under the {self.final_gap_threshold:.3f} that signals"
+        )  # fmt: skip
+        final = "" if self.final_gap is None else f"; final gap {self.final_gap:+.3f}{threshold}"
+        return f"not seen in {self.steps_trained} steps{gap}{final}{transient}"
+
     def describe(self) -> str:
         if self.figures is None:
             return (
@@ -287,32 +362,99 @@ class ProbeResult:
                 "fewer samples)"
             )
         f = self.figures
-        return (
+        span = (
+            f"steps {self.points[0].step}–{self.points[-1].step}" if self.points else "the window"
+        )
+        text = (
             f"Pe = {f.peclet:.3g} ({f.level:.0%} interval {f.peclet_interval[0]:.3g} to "
             f"{f.peclet_interval[1]:.3g}); v = {f.drift:.3g} ({f.drift_estimator}; gradient "
             f"projection {f.gradient_drift:.3g}), D = {f.diffusion:.3g}, "
-            f"L = {f.distance:.3g}, measured over steps {self.points[0].step}–"
-            f"{self.points[-1].step} (armed at {self.armed_step}); resetting {f.verdict}"
+            f"L = {f.distance:.3g}, measured over {span} (armed at {self.armed_step})"
         )
+        if self.memorisation_checked and not self.memorised:
+            return (
+                f"{text}; the theory would say resetting {f.verdict}, but no memorisation was "
+                f"seen in {self.steps_trained} steps: the drift is wandering, not latent bias"
+            )
+        return f"{text}; resetting {f.verdict}"
+
+
+class LastingMemorisation:
+    """The label-free detector over a run without resetting, counting only lasting memorisation:
+    a confirmed onset followed by `confirm` consecutive evaluations back under the threshold
+    was a transient; it is recorded and detection starts afresh."""
+
+    def __init__(self, *, n_val: int, batch_size: int, confirm: int = CONFIRM) -> None:
+        self.n_val, self.batch_size, self.confirm = n_val, batch_size, confirm
+        self.detector = MemorisationDetector(n_val=n_val, confirm=confirm)
+        self.transient_onsets: list[int] = []
+        self.max_gap = -math.inf
+        self.final_gap: float | None = None
+        self.final_threshold: float | None = None
+        self._previous_step = 0
+        self._quiet = 0
+
+    @property
+    def onset_step(self) -> int | None:
+        return self.detector.onset_step
+
+    def observe(self, metrics: Mapping[str, float]) -> None:
+        step = int(metrics[names.STEP])
+        train_acc, val_acc = float(metrics[names.TRAIN_ACC]), float(metrics[names.VAL_ACC])
+        n_seen = max(step - self._previous_step, 1) * self.batch_size
+        self._previous_step = step
+        gap = self.detector.observe(step=step, train_acc=train_acc, val_acc=val_acc,
+                                    n_seen=n_seen)  # fmt: skip
+        threshold = gap_threshold(train_acc=train_acc, val_acc=val_acc, n_seen=n_seen,
+                                  n_val=self.n_val)  # fmt: skip
+        if math.isfinite(gap):
+            self.max_gap = max(self.max_gap, gap)
+        self.final_gap, self.final_threshold = gap, threshold
+        if self.detector.onset_step is None:
+            return
+        self._quiet = 0 if gap > threshold else self._quiet + 1
+        if self._quiet >= self.confirm:
+            self.transient_onsets.append(self.detector.onset_step)
+            self.detector = MemorisationDetector(n_val=self.n_val, confirm=self.confirm)
+            self._quiet = 0
 
 
 class _Probe(Callback):
-    def __init__(self, *, window: int, minibatches: int, seed: int) -> None:
+    def __init__(
+        self, *, window: int, minibatches: int, seed: int, batch_size: int,
+        until_memorisation: bool,
+    ) -> None:  # fmt: skip
         self.window = window
         self.minibatches = minibatches
         self.seed = seed
+        self.batch_size = batch_size
+        self.until_memorisation = until_memorisation
         self.points: list[ProbePoint] = []
         self.armed_step: int | None = None
+        self.window_end_step: int | None = None
+        self.memorisation: LastingMemorisation | None = None
+
+    def on_train_start(self, run: TrainingRun) -> None:
+        n_val = int(run.data.val_y.shape[0])
+        if n_val >= 1:
+            self.memorisation = LastingMemorisation(n_val=n_val, batch_size=self.batch_size)
 
     def on_evaluation(self, run: TrainingRun, metrics: dict[str, float]) -> None:
+        if self.memorisation is not None:
+            self.memorisation.observe(metrics)
         if not run.resetter.armed:
             return
         if self.armed_step is None:
             self.armed_step = run.step
-        if run.optimizer.param_groups[0]["lr"] > 0:  # a schedule's last step has lr 0: no time
+        in_window = self.window_end_step is None  # up to and including the window's last point
+        if in_window and run.optimizer.param_groups[0]["lr"] > 0:  # lr 0 at the end: no time
             self.points.append(self._measure(run))
         if run.step - self.armed_step >= self.window:
-            run.request_stop("dynamics probe window complete")
+            if self.window_end_step is None:
+                self.window_end_step = run.step
+            seen = self.memorisation is None or self.memorisation.onset_step is not None
+            if seen or not self.until_memorisation:
+                run.request_stop("dynamics probe window complete")
 
     def _measure(self, run: TrainingRun) -> ProbePoint:
         config, data = run.config, run.data
@@ -358,11 +500,14 @@ def probe_dynamics(
     bootstrap: int = 400,
     level: float = 0.9,
     callbacks: Iterable[Callback] = (),
+    until_memorisation: bool = True,
 ) -> ProbeResult:
     """Run `config` without resetting until memorisation starts, then measure v, D and Pe.
 
     `window` (default: the config's patience, at least 4 evaluations) is how many steps past the
-    arming point are measured, every patience / 8 steps (at most `eval_every`).
+    arming point are measured, every patience / 8 steps (at most `eval_every`). With
+    `until_memorisation`, a window that ends before the memorisation detector has fired is
+    followed by plain training until it fires or `config.steps` run out.
     """
     # Evaluations every patience/8 steps (at most the config's cadence) give ~8 probe points.
     every = max(1, min(config.eval_every, config.patience // 8 or config.eval_every))
@@ -370,8 +515,10 @@ def probe_dynamics(
     window = window if window is not None else max(config.patience, 4 * every)
     started = time.perf_counter()
     run = TrainingRun(probe_config, data=data)
-    probe = _Probe(window=window, minibatches=minibatches, seed=config.seed)
+    probe = _Probe(window=window, minibatches=minibatches, seed=config.seed,
+                   batch_size=config.batch_size, until_memorisation=until_memorisation)  # fmt: skip
     result = run.run([*callbacks, probe])
+    memo = probe.memorisation
     figures = None
     if any(p.distance > 0 for p in probe.points):
         figures = estimate_drift_diffusion(
@@ -385,4 +532,12 @@ def probe_dynamics(
         wall_time_s=time.perf_counter() - started,
         points=probe.points,
         figures=figures,
+        memorisation_step=None if memo is None else memo.onset_step,
+        memorisation_checked=memo is not None,
+        max_gap=None if memo is None or not math.isfinite(memo.max_gap) else memo.max_gap,
+        final_gap=None if memo is None else memo.final_gap,
+        final_gap_threshold=None if memo is None else memo.final_threshold,
+        transient_onsets=[] if memo is None else list(memo.transient_onsets),
+        window_end_step=probe.window_end_step,
+        budget_steps=config.steps,
     )

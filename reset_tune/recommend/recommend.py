@@ -47,6 +47,16 @@ class Recommendation:
     def reset_prob(self) -> float:
         return self.combined.reset_prob
 
+    @property
+    def verdict(self) -> str:
+        """helps | does not help | cannot act | unknown (`combine`'s docstring has the rule)."""
+        return self.combined.verdict
+
+    @property
+    def memorised(self) -> bool | None:
+        """Whether the probe saw memorisation within the budget (None: not checked)."""
+        return self.combined.memorised
+
     def reset_settings(self) -> dict[str, Any]:
         c = self.combined
         return {
@@ -63,9 +73,13 @@ class Recommendation:
         return {
             "setting": self.setting,
             "recommendation": {
+                "verdict": c.verdict,
+                "verdict_reason": c.verdict_reason,
+                "advice": list(c.advice),
                 "resetting": c.resetting,
                 **self.reset_settings(),
                 "reset_prob_interval": list(c.reset_prob_interval) if c.resetting else None,
+                "reset_prob_if_on": c.rate_if_on,
                 "expected_gain": c.expected_gain,
                 "expected_gain_sd": c.expected_gain_sd,
                 "probability_of_gain": c.probability_of_gain,
@@ -76,7 +90,9 @@ class Recommendation:
             "profile": self.description.profile.to_dict(),
             "probe": {
                 "verdict": self.description.probe.verdict,
+                "theory_verdict": self.description.probe.theory_verdict,
                 "armed_step": self.description.probe.armed_step,
+                "memorisation": self._memorisation_json(),
                 "steps_trained": self.description.probe.steps_trained,
                 "wall_time_s": self.description.probe.wall_time_s,
                 "figures": None if figures is None else asdict(figures),
@@ -89,10 +105,26 @@ class Recommendation:
             "mlflow": {"tracking_uri": self.tracking_uri, "run_id": self.run_id},
         }
 
+    def _memorisation_json(self) -> dict[str, Any]:
+        probe = self.description.probe
+        return {
+            "checked": probe.memorisation_checked,
+            "seen": probe.memorised if probe.memorisation_checked else None,
+            "onset_step": probe.memorisation_step,
+            "max_gap": probe.max_gap,
+            "final_gap": probe.final_gap,
+            "final_gap_threshold": probe.final_gap_threshold,
+            "transient_onsets": list(probe.transient_onsets),
+            "window_end_step": probe.window_end_step,
+            "extension_steps": probe.extension_steps,
+            "budget_steps": probe.budget_steps,
+        }
+
     def table(self) -> str:
         c, d = self.combined, self.description
         p = d.profile
         rows: list[tuple[str, str]] = []
+        rows.append(("verdict", f"resetting {c.verdict}: {c.verdict_reason}"))
         if c.resetting:
             low, high = c.reset_prob_interval or (math.nan, math.nan)
             rows.append(("reset_prob", f"{c.reset_prob:.4g}  (90% interval {low:.3g}–{high:.3g})"))
@@ -100,7 +132,10 @@ class Recommendation:
             rows.append(("checkpoint policy", f"patience {c.patience}, θbest by "
                          f"{c.checkpoint_metric}, adaptive {str(c.adaptive).lower()}"))  # fmt: skip
         else:
-            rows.append(("reset_prob", "0 (no resetting)"))
+            rows.append(("reset_prob", f"0 (no resetting; a confirming search would try "
+                         f"{c.rate_if_on:.4g})"))  # fmt: skip
+        for item in c.advice:
+            rows.append(("to change", item))
         if c.expected_gain is not None:
             rows.append(("expected gain", f"{c.expected_gain:+.2%} clean test accuracy over r = 0 "
                          f"(± {c.expected_gain_sd:.2%}; P(gain > 0) = "
@@ -112,6 +147,7 @@ class Recommendation:
                      f"samples, input {'×'.join(map(str, p.input_shape))}"))  # fmt: skip
         rows.append(("noise estimate", describe_estimate(p.noise_estimate)))
         rows.append(("probe", d.probe.describe()))
+        rows.append(("memorisation", d.probe.describe_memorisation()))
         figures = d.probe.figures
         if figures is not None and figures.reset_prob > 0:
             rows.append(("theory", f"r* = {figures.optimal_scaled_rate:.3g}·D/L² → per-step "
@@ -151,7 +187,8 @@ class Recommendation:
         train["noise"] = self.config["noise"]
         lr = float(self.config["lr"])
         # Off or on, the interval is where the evidence puts r should resetting be tried.
-        low, high = c.reset_prob_interval or (c.reset_prob / 3, c.reset_prob * 3)
+        rate = c.reset_prob if c.resetting else (c.rate_if_on or c.reset_prob)
+        low, high = c.reset_prob_interval or (rate / 3, rate * 3)
         center = c.reset_prob if c.resetting else math.sqrt(low * high)
         low, high = min(low, center / 1.5), max(high, center * 1.5)
         layer_choices = [c.reset_layers] + [x for x in ("all", "head") if x != c.reset_layers]
@@ -173,7 +210,8 @@ class Recommendation:
         return {
             "description": (
                 f"confirm the recommendation for {self.config['dataset']} "
-                f"({self.config['noise']}): r = {c.reset_prob:.4g}, layers {c.reset_layers}"
+                f"({self.config['noise']}): resetting {c.verdict}, r = {c.reset_prob:.4g}, "
+                f"layers {c.reset_layers}"
             ),
             "train": train,
             "objective": "val_acc",
@@ -188,11 +226,24 @@ class Recommendation:
         }
 
     def spec_text(self, **kwargs: Any) -> str:
+        c = self.combined
         header = (
             "# Written by `reset-tune recommend`: a short search to confirm its recommendation.\n"
             "# The first two trials are the recommendation and the r = 0 arm at the same lr and\n"
             "# batch size; the ranges are narrowed around the recommendation.\n"
+            f"# Verdict: resetting {c.verdict} ({'on' if c.resetting else 'off'}).\n"
         )
+        if not c.resetting:
+            header += (
+                "# Resetting is recommended off: the r = 0 arm comes first; the resetting arm is\n"
+                "# there to check that answer.\n"
+            )
+        if c.advice:
+            header += (
+                "# The probe saw no memorisation within these steps, so this search will most\n"
+                "# likely show resetting with nothing to counter. To change that:\n"
+                + "".join(f"#   - {item}\n" for item in c.advice)
+            )
         return header + yaml.safe_dump(self.spec(**kwargs), sort_keys=False, allow_unicode=True)
 
 
@@ -282,6 +333,11 @@ def log_recommendation(answer: Recommendation, tracking_uri: str) -> str:
     estimate = answer.description.profile.noise_estimate
     metrics: dict[str, float] = {
         "recommended/reset_prob": c.reset_prob,
+        "recommended/resetting": 1.0 if c.resetting else 0.0,
+        "recommended/reset_prob_if_on": c.rate_if_on,
+        "probe/memorised": math.nan if c.memorised is None else float(c.memorised),
+        "probe/steps_trained": float(answer.description.probe.steps_trained),
+        "probe/extension_steps": float(answer.description.probe.extension_steps),
         "noise/estimate": estimate.rate,
         "noise/estimate_low": estimate.low,
         "noise/estimate_high": estimate.high,
@@ -298,6 +354,12 @@ def log_recommendation(answer: Recommendation, tracking_uri: str) -> str:
     if c.expected_gain is not None:
         metrics["expected/gain"] = c.expected_gain
         metrics["expected/probability_of_gain"] = float(c.probability_of_gain or 0.0)
+    probe = answer.description.probe
+    if probe.memorisation_step is not None:
+        metrics["probe/memorisation_step"] = float(probe.memorisation_step)
+    if probe.max_gap is not None and math.isfinite(probe.max_gap):
+        metrics["probe/max_gap"] = probe.max_gap
+    metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
     if figures is not None:
         for key in ("peclet", "drift", "diffusion", "distance", "reset_prob"):
             value = getattr(figures, key)
@@ -306,7 +368,9 @@ def log_recommendation(answer: Recommendation, tracking_uri: str) -> str:
     params = {f"setting.{k}": v for k, v in answer.setting.items()}
     params.update({f"recommended.{k}": v for k, v in answer.reset_settings().items()})
     params.update({"confidence": answer.confidence, "basis": c.basis,
-                   "probe.verdict": answer.description.probe.verdict})  # fmt: skip
+                   "verdict": c.verdict, "resetting": c.resetting,
+                   "probe.verdict": answer.description.probe.verdict,
+                   "probe.memorised": c.memorised})  # fmt: skip
     tags = config_tags(answer.config)
     tags["mlflow.note.content"] = answer.table()
     artifacts = {

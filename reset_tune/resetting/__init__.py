@@ -5,6 +5,7 @@ from reset_tune.resetting.policies import (
     CHECKPOINT_METRICS,
     CheckpointMetric,
     CheckpointPolicy,
+    MemorisationArming,
     PatienceArming,
 )
 from reset_tune.resetting.resetter import LR_ON_RESET, StochasticResetter
@@ -20,6 +21,7 @@ __all__ = [
     "LR_ON_RESET",
     "CheckpointMetric",
     "CheckpointPolicy",
+    "MemorisationArming",
     "PatienceArming",
     "ResetSelection",
     "Snapshot",

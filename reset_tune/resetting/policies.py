@@ -1,5 +1,5 @@
-"""Small policies of the resetter: what counts as a better checkpoint, when resetting arms, and
-whether θc follows θbest."""
+"""Small policies of the resetter: what counts as a better checkpoint, when resetting arms
+(a plateau alone, or a plateau once memorisation has begun), and whether θc follows θbest."""
 
 from __future__ import annotations
 
@@ -49,8 +49,30 @@ class PatienceArming:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name} must be an integer >= 0, but got {name}={value!r}.")
 
-    def should_arm(self, *, step: int, best_step: int) -> bool:
+    def should_arm(self, *, step: int, best_step: int, memorising: bool | None = None) -> bool:
+        """`memorising` is ignored: a plateau alone arms (the method's rule, DESIGN.md §1.3)."""
         return step >= self.warmup_steps and step - best_step >= self.patience_steps
+
+
+@dataclass(frozen=True)
+class MemorisationArming:
+    """Arms resetting (once) when `patience` would *and* memorisation has begun.
+
+    A plateau of the noisy validation metric without memorisation is wandering, not the latent
+    bias resetting counters (DESIGN.md §1, lessons); this rule waits for the caller's verdict
+    that the model has begun fitting wrong labels (e.g. a latching
+    `reset_tune.engine.memorisation.MemorisationDetector`), passed at every evaluation.
+    """
+
+    patience: PatienceArming
+
+    def should_arm(self, *, step: int, best_step: int, memorising: bool | None = None) -> bool:
+        if memorising is None:
+            raise ValueError(
+                "arming on memorisation needs observe(..., memorising=True/False) at every "
+                "evaluation; pass a memorisation detector's verdict, or arm on patience alone."
+            )
+        return bool(memorising) and self.patience.should_arm(step=step, best_step=best_step)
 
 
 @dataclass(frozen=True)

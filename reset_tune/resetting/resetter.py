@@ -13,7 +13,9 @@ In a training loop::
 
 Semantics (DESIGN.md §1): resetting is off until the first evaluation at which the checkpoint
 metric has not improved for `patience_steps` steps (and the step is at least `warmup_steps`); then
-θc := θbest. While armed, after every step, with probability `reset_prob` the selected parameters,
+θc := θbest. With `arm_on_memorisation`, that evaluation must also report that memorisation has
+begun (`observe(..., memorising=True)`, e.g. from `reset_tune.engine.memorisation`'s detector).
+While armed, after every step, with probability `reset_prob` the selected parameters,
 their layers' buffers and their optimizer state are restored from θc. With `adaptive`, each new
 θbest after arming becomes θc. `lr_on_reset="keep"` leaves the learning rate alone; `"restore"`
 brings back the LR stored with θc (a chainable scheduler then decays from it).
@@ -30,7 +32,12 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from reset_tune.errors import ConfigError
-from reset_tune.resetting.policies import CheckpointMetric, CheckpointPolicy, PatienceArming
+from reset_tune.resetting.policies import (
+    CheckpointMetric,
+    CheckpointPolicy,
+    MemorisationArming,
+    PatienceArming,
+)
 from reset_tune.resetting.selection import select_reset_tensors
 from reset_tune.resetting.snapshot import (
     Snapshot,
@@ -56,6 +63,7 @@ class StochasticResetter:
         reset_layers: str | Sequence[str] = "all",
         patience_steps: int = 0,
         warmup_steps: int = 0,
+        arm_on_memorisation: bool = False,
         checkpoint_metric: str = "val_loss",
         adaptive: bool = True,
         restore_optimizer_state: bool = True,
@@ -76,7 +84,15 @@ class StochasticResetter:
                 f"lr_on_reset must be one of {', '.join(LR_ON_RESET)}, but got {lr_on_reset!r}."
             )
         self.metric = CheckpointMetric(checkpoint_metric)
-        self.arming = PatienceArming(patience_steps, warmup_steps)
+        if not isinstance(arm_on_memorisation, bool):
+            raise ConfigError(
+                "arm_on_memorisation must be true or false, but got "
+                f"arm_on_memorisation={arm_on_memorisation!r}."
+            )
+        patience = PatienceArming(patience_steps, warmup_steps)
+        self.arming: PatienceArming | MemorisationArming = (
+            MemorisationArming(patience) if arm_on_memorisation else patience
+        )
         self.checkpoint_policy = CheckpointPolicy(bool(adaptive))
         self.selection = select_reset_tensors(model, reset_layers, layer_groups=layer_groups)
         self.model = model
@@ -140,8 +156,18 @@ class StochasticResetter:
         self._schedule_next_reset()
         return True
 
-    def observe(self, *, val_loss: float, val_acc: float) -> bool:
-        """Call at each evaluation with host floats; returns whether this is a new θbest."""
+    def observe(self, *, val_loss: float, val_acc: float, memorising: bool | None = None) -> bool:
+        """Call at each evaluation with host floats; returns whether this is a new θbest.
+
+        `memorising`: whether memorisation has begun by now (a latching verdict); needed only
+        with `arm_on_memorisation`, ignored otherwise.
+        """
+        if memorising is None and isinstance(self.arming, MemorisationArming):
+            # Checked before anything changes, so a wrong call leaves the resetter as it was.
+            raise ValueError(
+                "this resetter arms on memorisation: pass observe(..., memorising=True/False) at "
+                "every evaluation (a memorisation detector's verdict)."
+            )
         value = self.metric.value(val_loss=float(val_loss), val_acc=float(val_acc))
         improved = self.metric.is_better(value, self.best_value)
         if improved:
@@ -155,7 +181,9 @@ class StochasticResetter:
         if (
             not self.armed
             and self.best_step is not None
-            and self.arming.should_arm(step=self.step_count, best_step=self.best_step)
+            and self.arming.should_arm(
+                step=self.step_count, best_step=self.best_step, memorising=memorising
+            )
         ):
             self._arm()
         return improved

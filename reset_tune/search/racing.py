@@ -154,13 +154,15 @@ class Race:
         contender = self.contenders[config_id]
         if seed in contender.running:
             contender.running.remove(seed)
+        if contender.status == FAILED:
+            return  # a late result of a configuration already out of the race
         if value is None or not math.isfinite(value):
             self._fail(contender, f"seed {seed} failed")
             return
         contender.results[seed] = float(value)
         if contender.running:
             return  # decide when the batch is complete
-        if contender.status == INCUMBENT or contender.status in (REJECTED, DETHRONED):
+        if contender.status in (INCUMBENT, REJECTED, DETHRONED, FAILED):
             return  # an incumbent's extra seed, or a late result of a decided configuration
         self._decide(contender)
 

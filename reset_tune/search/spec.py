@@ -62,6 +62,7 @@ RESET_SUBPARAMETERS = (
     "adaptive",
     "restore_optimizer",
     "lr_on_reset",
+    "arm_on_memorisation",
 )
 # Settings that define the problem or the measurement rather than a training choice. Searching
 # them would make trials incomparable (a different validation split, data or noise per trial), so

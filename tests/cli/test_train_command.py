@@ -108,6 +108,18 @@ def test_end_to_end_baseline_and_resetting_on_digits(tmp_path):
         resetting["test_acc"] - baseline["test_acc"]
     )
     assert json.loads((out / "result.json").read_text()) == payload
+    for run in (resetting, baseline):  # the label-free onset, or None: the key is always there
+        assert "memorisation_step" in run
+        onset = run["memorisation_step"]
+        assert onset is None or any(h["step"] == onset for h in run["history"])
+        assert all("train/memorisation_gap" in h for h in run["history"])
+    # In --json mode the memorisation verdicts go to stderr, the r = 0 run's first.
+    verdicts = [
+        line
+        for line in done.stderr.splitlines()
+        if line.startswith(("baseline (r=0):", "resetting:"))
+    ]
+    assert [v.split(":")[0] for v in verdicts] == ["baseline (r=0)", "resetting"]
     png = (out / "curves.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
     assert "step" in done.stderr  # progress went to stderr, the JSON alone to stdout
@@ -141,16 +153,47 @@ def test_rerun_from_a_result_json(tmp_path):
     assert a["config"] == b["config"] and a["test_acc"] == b["test_acc"]
 
 
-def short_mlp_run(out: Path, *, patience: int) -> int:
+def short_mlp_run(out: Path, *, patience: int, extra: tuple[str, ...] = ()) -> int:
     return main(["train", "--model", "mlp", "--steps", "40", "--eval-every", "20",
-                 "--patience", str(patience), "--quiet", "--out", str(out)])  # fmt: skip
+                 "--patience", str(patience), "--quiet", "--out", str(out), *extra])  # fmt: skip
 
 
 def test_warns_when_resetting_never_armed(tmp_path, capsys):
     # 40 steps is far too short for memorisation on digits; patience 1000 cannot elapse.
     assert short_mlp_run(tmp_path / "o", patience=1000) == 0
-    err = capsys.readouterr().err
-    assert "resetting never armed" in err and "--steps" in err
+    captured = capsys.readouterr()
+    assert "resetting never armed" in captured.err and "--steps" in captured.err
+    assert "validation kept improving" in captured.err
+    result = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert result["memorisation_step"] is None
+    assert (
+        "no memorisation within 40 steps: resetting has nothing to counter — train longer"
+        in captured.out
+    )
+
+
+def test_arming_on_memorisation_says_why_it_never_armed(tmp_path, capsys):
+    # Patience 0 would arm at once; with --arm-on-memorisation it waits for memorisation,
+    # which 40 steps do not reach.
+    assert short_mlp_run(tmp_path / "o", patience=0, extra=("--arm-on-memorisation",)) == 0
+    captured = capsys.readouterr()
+    result = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert result["config"]["arm_on_memorisation"] is True
+    assert result["armed_step"] is None and result["memorisation_step"] is None
+    assert "resetting never armed: memorisation never began" in captured.err
+
+
+def test_summary_says_when_memorisation_began(tmp_path, capsys):
+    # digits, 40 % noise, cnn, batch 32: memorises within a few hundred steps (DESIGN §1).
+    out = tmp_path / "o"
+    args = ["train", "--model", "cnn", "--steps", "1000", "--reset-prob", "0", "--quiet"]
+    assert main([*args, "--device", "cpu", "--out", str(out)]) == 0
+    result = json.loads((out / "result.json").read_text())
+    onset = result["memorisation_step"]
+    assert onset is not None
+    text = capsys.readouterr().out
+    assert f"memorisation began at step {onset} (label-free signal)" in text
+    assert "nothing to counter" not in text
 
 
 def test_no_warning_when_resetting_armed(tmp_path, capsys):

@@ -10,7 +10,8 @@ from reset_tune.recommend.profile import DatasetProfile, NoiseEstimate
 
 def description(
     *, noise_rate=0.4, batch_size=32, num_train=1300, model="cnn", peclet=-50.0,
-    theory_prob=0.004, classes=10, dataset="digits", armed=True,
+    theory_prob=0.004, classes=10, dataset="digits", armed=True, memorised=True,
+    checked=True, steps=2000, weight_decay=5e-4,
 ) -> SettingDescription:  # fmt: skip
     estimate = NoiseEstimate(
         rate=noise_rate, low=noise_rate - 0.02, high=noise_rate + 0.02, level=0.9, samples=1000,
@@ -34,10 +35,14 @@ def description(
             reset_prob_interval=(theory_prob / 2, theory_prob * 2) if helps else (0.0, 0.0),
             speedup=float("inf"), verdict="helps" if helps else "does not help", level=0.9,
         )  # fmt: skip
-    config = TrainConfig(dataset=dataset, model=model, batch_size=batch_size, reset_prob=0.0)
+    config = TrainConfig(dataset=dataset, model=model, batch_size=batch_size, reset_prob=0.0,
+                         steps=steps, weight_decay=weight_decay)  # fmt: skip
     probe = ProbeResult(
         config=config.to_dict(), armed_step=300 if armed else None, best_step=250,
-        steps_trained=500, wall_time_s=1.0, points=[], figures=figures,
+        steps_trained=500 if memorised else steps, wall_time_s=1.0, points=[], figures=figures,
+        memorisation_step=350 if memorised else None, memorisation_checked=checked,
+        max_gap=0.3 if memorised else 0.02, final_gap=0.3 if memorised else 0.01,
+        final_gap_threshold=0.14, window_end_step=500 if armed else None, budget_steps=steps,
     )  # fmt: skip
     return SettingDescription(profile=profile, probe=probe)
 

@@ -140,3 +140,25 @@ def test_a_run_that_never_stops_improving_says_resetting_cannot_act(monkeypatch)
     assert result.armed_step is None and result.figures is None
     assert result.verdict == probe_module.NEVER_ARMED
     assert "did not start" in result.describe()
+
+
+def _evaluation(step, train_acc, val_acc):
+    return {"step": float(step), "train/acc": train_acc, "val/acc": val_acc}
+
+
+def test_lasting_memorisation_counts_a_persistent_gap_and_discards_a_transient_one():
+    from reset_tune.recommend.probe import LastingMemorisation
+
+    # n_val 1000 and 25 × 32 samples per evaluation: the threshold is about 0.05 + 0.05.
+    transient = LastingMemorisation(n_val=1000, batch_size=32)
+    gaps = [0.4, 0.4, 0.0, 0.0, 0.0, 0.0]  # an unstable start, then nothing
+    for i, gap in enumerate(gaps):
+        transient.observe(_evaluation(25 * (i + 1), 0.5 + gap / 2, 0.5 - gap / 2))
+    assert transient.onset_step is None and transient.transient_onsets == [25]
+    assert transient.max_gap == pytest.approx(0.4)
+
+    lasting = LastingMemorisation(n_val=1000, batch_size=32)
+    gaps = [0.4, 0.4, 0.0, 0.0, 0.0, 0.3, 0.35, 0.4, 0.05, 0.45]  # one dip is not a reversal
+    for i, gap in enumerate(gaps):
+        lasting.observe(_evaluation(25 * (i + 1), 0.5 + gap / 2, 0.5 - gap / 2))
+    assert lasting.transient_onsets == [25] and lasting.onset_step == 150

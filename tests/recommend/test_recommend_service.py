@@ -114,6 +114,14 @@ def test_history_reads_usable_searches_and_explains_the_rest(server, client):
     assert float(run.data.params["recommended.reset_prob"]) == pytest.approx(answer.reset_prob)
     logged = json.loads(read_artifact_text(server.uri, answer.run_id, "recommendation.json"))
     assert logged["recommendation"]["reset_prob"] == pytest.approx(answer.reset_prob)
+    # The verdict is the same in the params, the metrics, the JSON and the table.
+    assert run.data.params["verdict"] == answer.verdict == logged["recommendation"]["verdict"]
+    assert run.data.params["resetting"] == str(answer.combined.resetting)
+    assert run.data.metrics["recommended/resetting"] == float(answer.combined.resetting)
+    assert run.data.metrics["probe/memorised"] == float(answer.memorised)
+    table = read_artifact_text(server.uri, answer.run_id, "recommendation.txt")
+    first = table.splitlines()[0]
+    assert first.startswith("verdict ") and f" resetting {answer.verdict}: " in first
     assert [e["name"] for e in logged["evidence"]] == [e.name for e in answer.evidence]
 
 
@@ -178,13 +186,23 @@ def test_recommend_end_to_end_after_a_tiny_real_search(server, client, tmp_path)
     evidence = {e["name"]: e for e in payload["evidence"]}
     # The tiny search is the same setting, so it is the strongest evidence.
     assert search_id in evidence and evidence[search_id]["weight"] == pytest.approx(1.0)
-    assert rec["basis"].startswith("history")
-    assert rec["resetting"] == (rec["expected_gain"] > 0)
+    memorisation = payload["probe"]["memorisation"]
+    assert memorisation["checked"]
+    if memorisation["seen"]:  # history decides, as before
+        assert rec["basis"].startswith("history")
+        assert rec["resetting"] == (rec["expected_gain"] > 0)
+        assert rec["verdict"] == ("helps" if rec["resetting"] else "does not help")
+    else:  # only history that won by a margin turns resetting on
+        margin = rec["expected_gain"] > 0 and rec["probability_of_gain"] >= 0.9
+        assert rec["resetting"] == margin
+        assert rec["verdict"] == ("helps" if margin else "cannot act")
     assert payload["profile"]["noise_estimate"]["true_rate"] is not None
     assert payload["probe"]["figures"]["peclet"] is not None
     # Logged: a run in `recommendations`, and the past search's description cached on its run.
     run = client.get_run(payload["mlflow"]["run_id"])
     assert run.data.params["recommended.reset_prob"] == str(rec["reset_prob"])
+    assert run.data.params["verdict"] == rec["verdict"]
+    assert f"# Verdict: resetting {rec['verdict']} (" in written.read_text()
     parent = client.get_run(evidence[search_id]["run_id"])
     assert read_artifact_text(server.uri, parent.info.run_id, DESCRIPTION_ARTIFACT) is not None
 
@@ -204,6 +222,8 @@ def test_recommend_end_to_end_after_a_tiny_real_search(server, client, tmp_path)
     # The table form, and bad input: one line each, non-zero exit, nothing written.
     table = _cli(*args, "--no-log")
     assert table.returncode == 0 and "reset_prob" in table.stdout and search_id[:20] in table.stdout
+    first = table.stdout.splitlines()[0]
+    assert first.startswith("verdict ") and f" resetting {rec['verdict']}: " in first
     again = _cli(*args, "--write-spec", str(written))
     assert again.returncode == 2 and "exists" in again.stderr
     assert again.stderr.strip().count("\n") == 0

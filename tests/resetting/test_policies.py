@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from reset_tune.errors import ConfigError
-from reset_tune.resetting import CheckpointMetric, CheckpointPolicy, PatienceArming
+from reset_tune.resetting import (
+    CheckpointMetric,
+    CheckpointPolicy,
+    MemorisationArming,
+    PatienceArming,
+)
 
 METRICS = [CheckpointMetric("val_loss"), CheckpointMetric("val_acc")]
 
@@ -28,6 +33,25 @@ def test_arming_contract(patience, warmup):
         for best_step in range(0, step + 1, 10):
             expected = step >= warmup and step - best_step >= patience
             assert arming.should_arm(step=step, best_step=best_step) == expected
+
+
+@pytest.mark.parametrize("patience, warmup", [(0, 0), (50, 0), (0, 100), (30, 200)])
+def test_memorisation_arming_contract(patience, warmup):
+    patience_rule = PatienceArming(patience, warmup)
+    arming = MemorisationArming(patience_rule)
+    for step in range(0, 400, 10):
+        for best_step in range(0, step + 1, 10):
+            plateau = patience_rule.should_arm(step=step, best_step=best_step)
+            assert arming.should_arm(step=step, best_step=best_step, memorising=True) == plateau
+            assert not arming.should_arm(step=step, best_step=best_step, memorising=False)
+            # The patience rule does not look at memorisation.
+            for memorising in (None, False, True):
+                assert (
+                    patience_rule.should_arm(step=step, best_step=best_step, memorising=memorising)
+                    == plateau
+                )
+    with pytest.raises(ValueError, match="memorising"):
+        arming.should_arm(step=10, best_step=0)
 
 
 @pytest.mark.parametrize("adaptive", [True, False])

@@ -99,6 +99,62 @@ def test_does_not_arm_while_improving_nor_before_warmup():
             assert resetter.armed == (step >= 100)
 
 
+def test_arming_on_memorisation_needs_both_the_plateau_and_memorisation():
+    model = make_model()
+    gated = StochasticResetter(
+        model, sgd(model), reset_prob=0.1, patience_steps=30, arm_on_memorisation=True
+    )
+    plain = StochasticResetter(model, sgd(model), reset_prob=0.1, patience_steps=30)
+    # Best at 20 and never again; memorisation is reported from step 80 on.
+    events = {10: 2.0, 20: 1.5, 30: 1.6, 40: 1.7, 50: 1.7, 60: 1.8, 70: 1.8, 80: 1.9, 90: 2.0}
+    for step in range(1, 91):
+        gated.step()
+        plain.step()
+        if step in events:
+            gated.observe(val_loss=events[step], val_acc=0.0, memorising=step >= 80)
+            plain.observe(val_loss=events[step], val_acc=0.0, memorising=False)
+    assert plain.armed_step == 50  # the patience rule ignores the memorisation verdict
+    assert gated.armed_step == 80  # the first evaluation with both
+    assert gated.checkpoint_step == 20  # θc := θbest, as with the patience rule
+
+
+def test_arming_on_memorisation_still_waits_for_patience():
+    model = make_model()
+    gated = StochasticResetter(
+        model, sgd(model), reset_prob=0.1, patience_steps=30, arm_on_memorisation=True
+    )
+    for step, loss in [(10, 2.0), (20, 1.0), (30, 0.9), (40, 0.8)]:
+        gated.step_count = step
+        gated.observe(val_loss=loss, val_acc=0.0, memorising=True)  # improving all along
+    assert not gated.armed
+
+
+def test_arming_on_memorisation_refuses_a_call_without_the_verdict_and_changes_nothing():
+    model = make_model()
+    gated = StochasticResetter(model, sgd(model), reset_prob=0.1, arm_on_memorisation=True)
+    before = gated.state_dict()
+    with pytest.raises(ValueError, match="memorising="):
+        gated.observe(val_loss=1.0, val_acc=0.5)
+    assert gated.best_step is None and gated.state_dict()["best"] is before["best"] is None
+    with pytest.raises(ConfigError, match="arm_on_memorisation"):
+        StochasticResetter(model, sgd(model), reset_prob=0.1, arm_on_memorisation="yes")
+
+
+def test_the_state_is_the_same_whichever_arming_rule():
+    # The arming rule is a setting, like patience, not state: states move between the two.
+    model = make_model()
+    plain = StochasticResetter(model, sgd(model), reset_prob=0.5, patience_steps=0)
+    plain.observe(val_loss=1.0, val_acc=0.5)
+    train_steps(model, plain.optimizer, plain, 5)
+    gated = StochasticResetter(
+        model, sgd(model), reset_prob=0.5, patience_steps=0, arm_on_memorisation=True
+    )
+    gated.load_state_dict(plain.state_dict())
+    assert set(gated.state_dict()) == set(plain.state_dict())
+    assert gated.armed_step == plain.armed_step == 0
+    assert gated.reset_steps == plain.reset_steps
+
+
 def test_never_resets_before_arming_even_at_rate_one():
     model = make_model()
     resetter = StochasticResetter(model, sgd(model), reset_prob=1.0, patience_steps=10**6)

@@ -264,7 +264,8 @@ def test_submit_search_end_to_end(stack, tmp_path, capsys):
     from reset_tune.tracking import find_search_runs, trial_runs
 
     spec = yaml.safe_load(DEFAULT_SPEC.read_text())
-    spec.update(name="tiny-submit", trials=2, concurrency=1)
+    # Without racing: two configurations are two trials (racing is the service tests' concern).
+    spec.update(name="tiny-submit", trials=2, concurrency=1, racing=None)
     spec["train"].update(steps=100, eval_every=50)
     spec_file = tmp_path / "tiny.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
