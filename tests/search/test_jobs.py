@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -172,8 +173,14 @@ def test_stop_stops_a_running_job(stack, capsys):
                 pass
         return found
 
-    assert sleepers(), "the job's process should run under the Ray head"
-    assert main(["stop", job_id, "--address", stack.dashboard_url]) == 0
+    # RUNNING can be reported while the job's shell has not yet exec'd `sleep`.
+    deadline = time.monotonic() + 30
+    while not sleepers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    try:
+        assert sleepers(), "the job's process should run under the Ray head"
+    finally:
+        assert main(["stop", job_id, "--address", stack.dashboard_url]) == 0
     assert f"job {job_id}: STOPPED" in capsys.readouterr().out
     assert job_status(stack.dashboard_url, job_id) == "STOPPED"
     assert sleepers() == []
