@@ -4,9 +4,13 @@ won in it (the best resetting trial against the best r = 0 trial of the same sea
 Searches are read from MLflow: parent runs tagged `reset_tune.kind = search` and their nested
 trial runs. Within a search, trials are ranked by the search's own objective (never by test
 accuracy, DESIGN §1.1); the gain of resetting is the clean test accuracy of the best resetting
-trial minus that of the best r = 0 trial. A search's description (dataset profile and dynamics
-probe, on its best r = 0 configuration) is computed the first time a recommendation needs it and
-cached on the search's parent run as `recommend/description.json`, so each search is probed once.
+trial minus that of the best r = 0 trial. A raced search's seed runs (tag
+`reset_tune.configuration`) are read as one configuration each, their means over seeds, and as
+in the search's own report a configuration run on more seeds outranks one on fewer: the race
+gave its incumbents the most seeds, and a mean over one lucky seed does not beat a mean over four.
+A search's description (dataset profile and dynamics probe, on its best r = 0 configuration) is
+computed the first time a recommendation needs it and cached on the search's parent run as
+`recommend/description.json`, so each search is probed once.
 
 Searches that cannot serve as evidence are listed with the reason instead of stopping the
 recommendation: unfinished, no finished trial in one of the arms, parameters that no longer make
@@ -27,6 +31,7 @@ from reset_tune.errors import ConfigError, DataError
 from reset_tune.recommend.probe import ProbeResult, probe_dynamics
 from reset_tune.recommend.profile import DatasetProfile, profile_dataset
 from reset_tune.search.trainable import OBJECTIVE, WALL_TIME
+from reset_tune.tracking import names as tracking_names
 
 DESCRIPTION_ARTIFACT = "recommend/description.json"
 # 2: probe points carry best_step; both drift estimators. 3: the noise estimate uses up to 10,000
@@ -81,10 +86,41 @@ class TrialRecord:
     objective: float
     test_acc: float
     wall_time_s: float
+    configuration: str | None = None  # racing: the configuration this seed run belongs to
+    n_seeds: int = 1  # seeds behind `objective` and `test_acc` (means over them)
 
     @property
     def resets(self) -> bool:
         return float(self.config.get("reset_prob", 0.0)) > 0
+
+
+def merge_seed_runs(records: list[TrialRecord]) -> list[TrialRecord]:
+    """One record per raced configuration (means over its seed runs, the first run's config);
+    trials of a search without racing pass through unchanged."""
+    merged: list[TrialRecord] = [r for r in records if r.configuration is None]
+    groups: dict[str, list[TrialRecord]] = {}
+    for record in records:
+        if record.configuration is not None:
+            groups.setdefault(record.configuration, []).append(record)
+    for label, runs in groups.items():
+        merged.append(
+            TrialRecord(
+                name=label,
+                config=runs[0].config,
+                objective=sum(r.objective for r in runs) / len(runs),
+                test_acc=sum(r.test_acc for r in runs) / len(runs),
+                wall_time_s=sum(r.wall_time_s for r in runs),
+                configuration=label,
+                n_seeds=len(runs),
+            )
+        )
+    return merged
+
+
+def best_of_arm(records: list[TrialRecord], *, objective: str) -> TrialRecord:
+    """The arm's best: most seeds first (a race's incumbent), then the objective."""
+    sign = 1.0 if objective == "val_acc" else -1.0
+    return max(records, key=lambda r: (r.n_seeds, sign * r.objective))
 
 
 @dataclass
@@ -152,6 +188,7 @@ def _trial_record(run) -> TrialRecord:
         objective=float(run.metrics[OBJECTIVE]),
         test_acc=float(run.metrics[names.TEST_ACC]),
         wall_time_s=float(run.metrics.get(WALL_TIME, math.nan)),
+        configuration=run.tags.get(tracking_names.CONFIGURATION),
     )
 
 
@@ -173,9 +210,9 @@ def _past_search(tracking_uri: str, parent) -> PastSearch:
             continue  # one broken trial does not spoil the search; an empty arm does (below)
     if not records:
         raise _Unusable("no finished trial with valid parameters and metrics")
-    sign = 1.0 if objective == "val_acc" else -1.0
-    resetting = [r for r in records if r.resets]
-    baseline = [r for r in records if not r.resets]
+    configurations = merge_seed_runs(records)
+    resetting = [r for r in configurations if r.resets]
+    baseline = [r for r in configurations if not r.resets]
     if not resetting or not baseline:
         arm = "resetting" if not resetting else "r = 0"
         raise _Unusable(f"no finished {arm} trial, so the gain of resetting is unknown")
@@ -185,9 +222,9 @@ def _past_search(tracking_uri: str, parent) -> PastSearch:
         search_id=parent.search_id or parent.run_name,
         experiment_id=parent.experiment_id,
         objective_metric=objective,
-        best_reset=max(resetting, key=lambda r: sign * r.objective),
-        best_baseline=max(baseline, key=lambda r: sign * r.objective),
-        trials=len(records),
+        best_reset=best_of_arm(resetting, objective=objective),
+        best_baseline=best_of_arm(baseline, objective=objective),
+        trials=len(configurations),
         compute_steps=sum(int(r.config["steps"]) for r in records),
         wall_time_s=sum(r.wall_time_s for r in records if math.isfinite(r.wall_time_s)),
     )

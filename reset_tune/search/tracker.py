@@ -40,13 +40,10 @@ from reset_tune.search.trainable import (
 )
 from reset_tune.search.tune_files import metric_items
 from reset_tune.tracking import TrackingSink, config_tags
+from reset_tune.tracking import names as tracking_names
 from reset_tune.tracking.names import FAILED, FINISHED, KILLED
 
 OPTUNA_TRIAL_TAG = "reset_tune.optuna_trial"
-# Racing: every seed run of one configuration carries its configuration's label and its seed, so
-# MLflow's runs table groups them (group by tag), with their mean.
-CONFIGURATION_TAG = "reset_tune.configuration"
-RACE_SEED_TAG = "reset_tune.race_seed"
 
 
 def trial_run_key(search_id: str, tune_trial_id: str) -> str:
@@ -75,8 +72,8 @@ def run_tags(
     if number is not None:
         tags[OPTUNA_TRIAL_TAG] = str(number)
     if spec.racing is not None:
-        tags[CONFIGURATION_TAG] = configuration_label(spec, tune_config, number)
-        tags[RACE_SEED_TAG] = str(params["seed"])
+        tags[tracking_names.CONFIGURATION] = configuration_label(spec, tune_config, number)
+        tags[tracking_names.RACE_SEED] = str(params["seed"])
     return tags
 
 

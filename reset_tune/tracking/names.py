@@ -17,6 +17,10 @@ DATA_FINGERPRINT = "reset_tune.data_fingerprint"
 CODE_VERSION = "reset_tune.code_version"  # git commit of the code that ran, when known
 PACKAGE_VERSION = "reset_tune.version"
 FAILURE_REASON = "reset_tune.failure_reason"
+# Racing: every seed run of one configuration carries its configuration's label and its seed, so
+# MLflow's runs table groups them (group by tag) and `recommend` reads a configuration as one.
+CONFIGURATION = "reset_tune.configuration"
+RACE_SEED = "reset_tune.race_seed"
 # The sink's own handle of a run. Run creation is looked up by it before retrying, so a retried
 # or replayed creation never makes a second run.
 RUN_KEY = "reset_tune.run_key"

@@ -14,8 +14,8 @@ import yaml
 
 from reset_tune.config import TrainConfig
 from reset_tune.recommend import read_history, recommend
-from reset_tune.recommend.history import DESCRIPTION_ARTIFACT, SettingDescription
-from reset_tune.tracking import names, string_params
+from reset_tune.recommend.history import DESCRIPTION_ARTIFACT, SettingDescription, _past_search
+from reset_tune.tracking import find_search_runs, names, string_params
 from reset_tune.tracking.queries import read_artifact_text
 from reset_tune.tracking.server import start_local_server
 
@@ -47,10 +47,11 @@ def _search(client, experiment_id, name, trials, *, status=names.FINISHED):
         tags={names.KIND: names.KIND_SEARCH, names.SEARCH_ID: name},
     )  # fmt: skip
     client.log_param(parent.info.run_id, "objective", "val_acc")
-    for i, (params, objective, test_acc) in enumerate(trials):
+    for i, (params, objective, test_acc, *tags) in enumerate(trials):
         child = client.create_run(
             experiment_id, run_name=f"trial-{i:04d}",
-            tags={names.KIND: names.KIND_TRIAL, names.MLFLOW_PARENT_RUN_ID: parent.info.run_id},
+            tags={names.KIND: names.KIND_TRIAL, names.MLFLOW_PARENT_RUN_ID: parent.info.run_id,
+                  **(tags[0] if tags else {})},
         )  # fmt: skip
         from mlflow.entities import Param
 
@@ -68,6 +69,34 @@ def _search(client, experiment_id, name, trials, *, status=names.FINISHED):
 
 def _config(**changes):
     return TrainConfig(dataset="digits", noise="symmetric:0.4", **changes).to_dict()
+
+
+def test_a_raced_search_is_read_by_configuration(server, client):
+    # Seed runs of one configuration are one configuration (means over its seeds), and the
+    # incumbent raced on 4 seeds outranks a challenger rejected after one lucky seed.
+    experiment = client.create_experiment("fabricated-race")
+
+    def seed_run(label, seed, objective, test_acc, **changes):
+        tags = {names.CONFIGURATION: label, names.RACE_SEED: str(seed)}
+        return (_config(seed=seed, **changes), objective, test_acc, tags)
+
+    resetting = {"reset_prob": 0.004, "reset_layers": "head"}
+    _search(client, experiment, "raced", [
+        *(seed_run("trial-0001", s, 0.50, 0.80 + 0.01 * s, reset_prob=0.0) for s in range(4)),
+        *(seed_run("trial-0002", s, o, 0.86, **resetting) for s, o in enumerate(
+            [0.55, 0.57, 0.53, 0.55])),
+        seed_run("trial-0003", 0, 0.62, 0.78, reset_prob=0.02, reset_layers="all"),
+    ])  # fmt: skip
+
+    [parent] = [p for p in find_search_runs(server.uri) if p.run_name == "raced"]
+    search = _past_search(server.uri, parent)
+    client.delete_experiment(experiment)  # the other tests read the whole server's history
+    assert search.best_reset.name == "trial-0002" and search.best_reset.n_seeds == 4
+    assert search.best_reset.objective == pytest.approx(0.55)
+    assert search.best_baseline.test_acc == pytest.approx(0.815)  # mean over its 4 seeds
+    assert search.gain == pytest.approx(0.86 - 0.815)
+    assert search.trials == 3  # configurations, not seed runs
+    assert search.compute_steps == 9 * _config()["steps"]
 
 
 def test_history_reads_usable_searches_and_explains_the_rest(server, client):
