@@ -70,6 +70,7 @@ def test_config_file_unknown_key_is_named(tmp_path, capsys):
     assert "reset_probability" in err and "reset_prob" in err and str(spec) in err
 
 
+@pytest.mark.integration
 def test_end_to_end_baseline_and_resetting_on_digits(tmp_path):
     out = tmp_path / "run"
     done = reset_tune_cmd(

@@ -34,6 +34,7 @@ def digits_data():
     return prepare_data(TrainConfig(**FAST), "cpu")
 
 
+@pytest.mark.integration
 def test_engine_imports_no_ray_optuna_or_mlflow():
     code = (
         "import sys, reset_tune.engine, reset_tune.cli.main;"

@@ -21,6 +21,8 @@ from reset_tune.tracking.server import start_local_server
 
 from .fabricate import description
 
+pytestmark = pytest.mark.integration  # a real MLflow server (and Ray) per test session
+
 CLI = [sys.executable, "-m", "reset_tune.cli.main"]
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
 ENV.pop("RAY_ADDRESS", None)

@@ -116,6 +116,7 @@ def test_stage_package_leaves_out_compiled_files(tmp_path, monkeypatch):
         stage_package(tmp_path / "job2", {"../spec.yaml": DEFAULT_SPEC})
 
 
+@pytest.mark.integration
 def test_a_job_imports_the_shipped_copy_from_its_working_dir(stack, finished_job):
     job_id, logs = finished_job
     lines = dict(
@@ -131,6 +132,7 @@ def test_a_job_imports_the_shipped_copy_from_its_working_dir(stack, finished_job
     assert job_status(stack.dashboard_url, job_id) == "SUCCEEDED"
 
 
+@pytest.mark.integration
 def test_jobs_lists_the_job(stack, finished_job, capsys):
     job_id, _ = finished_job
     assert main(["jobs", "--address", stack.dashboard_url]) == 0
@@ -143,6 +145,7 @@ def test_jobs_lists_the_job(stack, finished_job, capsys):
     assert "reset_tune.__file__" in listed[job_id]["entrypoint"]
 
 
+@pytest.mark.integration
 def test_logs_prints_the_jobs_output(stack, finished_job, capsys):
     job_id, logs = finished_job
     assert main(["logs", job_id, "--address", stack.dashboard_url]) == 0
@@ -154,6 +157,7 @@ def test_logs_prints_the_jobs_output(stack, finished_job, capsys):
         list(job_logs(stack.dashboard_url, "raysubmit_nosuchjob", follow=True))
 
 
+@pytest.mark.integration
 def test_stop_stops_a_running_job(stack, capsys):
     job_id = submit_entrypoint(stack.dashboard_url, "sleep 600")
     wait_for_job(
@@ -188,6 +192,7 @@ def test_stop_stops_a_running_job(stack, capsys):
     assert "had already ended: STOPPED" in capsys.readouterr().out
 
 
+@pytest.mark.integration
 def test_down_first_stops_running_jobs(stack):
     # What `down` does before stopping the head (else Ray drains the node for up to 30 s).
     job_id = submit_entrypoint(stack.dashboard_url, "sleep 600")
@@ -225,6 +230,7 @@ def test_no_address_and_no_local_stack_says_how_to_get_one(tmp_path, capsys, mon
     assert "needs the dashboard's http(s) address" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_a_bad_spec_exits_2_and_submits_nothing(stack, tmp_path, capsys):
     before = len(list_jobs(stack.dashboard_url))
     bad = tmp_path / "bad.yaml"
@@ -248,6 +254,7 @@ def test_submit_keeps_what_follows_double_dash_for_the_search():
     assert build_parser().parse_args(["submit", "s.yaml", "--no-wait"]).search_args == []
 
 
+@pytest.mark.integration
 def test_job_environment_names_the_tracking_server(stack, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     local = job_environment(stack.dashboard_url, state=stack.state_dir)
@@ -267,6 +274,7 @@ def test_job_environment_names_the_tracking_server(stack, monkeypatch):
     assert "MLFLOW_TRACKING_URI" not in remote
 
 
+@pytest.mark.integration
 def test_submit_search_end_to_end(stack, tmp_path, capsys):
     from reset_tune.tracking import find_search_runs, trial_runs
 

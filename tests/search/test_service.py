@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from reset_tune import names
+from reset_tune.cli.main import main
 from reset_tune.config import TrainConfig
 from reset_tune.engine import train
 from reset_tune.search.record import find_search
@@ -183,6 +184,7 @@ def _wait_for(predicate, what: str, timeout_s: float = 240, process=None, log=No
     pytest.fail(f"timed out waiting for {what}")
 
 
+@pytest.mark.integration
 def test_search_on_two_nodes_records_every_trial_nested_in_mlflow(cluster, mlflow_server, tmp_path):
     lr = {"type": "categorical", "choices": [0.05, 0.1, 100.0]}
     spec = _spec(tmp_path, "two-nodes", params={"lr": lr})
@@ -257,6 +259,7 @@ def test_search_on_two_nodes_records_every_trial_nested_in_mlflow(cluster, mlflo
     assert {"curves.png", "config.json"} <= {f.path for f in client.list_artifacts(finished.run_id)}
 
 
+@pytest.mark.integration
 def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_result(
     cluster, mlflow_server, tmp_path
 ):
@@ -324,6 +327,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_result(
     assert final[names.RESET_COUNT] == direct.num_resets > 0
 
 
+@pytest.mark.integration
 def test_resume_after_the_driver_was_killed(cluster, mlflow_server, tmp_path):
     spec = _spec(
         tmp_path, "killed-driver", train={"model": "cnn", "steps": 2000}, trials=2, concurrency=1
@@ -366,6 +370,7 @@ def test_resume_after_the_driver_was_killed(cluster, mlflow_server, tmp_path):
     assert json.loads(more.stdout)["counts"] == {"complete": 3}
 
 
+@pytest.mark.integration
 def test_a_tracking_outage_loses_nothing_after_sync(cluster, tmp_path):
     server = start_local_server(tmp_path / "mlflow")
     port = server.port
@@ -433,7 +438,7 @@ def test_a_tracking_outage_loses_nothing_after_sync(cluster, tmp_path):
     ],
     ids=["unknown-key", "empty-range", "r-outside-0-1", "unknown-layer-group"],
 )
-def test_bad_specs_stop_before_anything_starts(tmp_path, change, message):
+def test_bad_specs_stop_before_anything_starts(tmp_path, capsys, change, message):
     spec = _spec(tmp_path, "bad")
     data = yaml.safe_load(spec.read_text())
     for key, value in change.items():
@@ -443,14 +448,16 @@ def test_bad_specs_stop_before_anything_starts(tmp_path, change, message):
             data[key] = value
     spec.write_text(yaml.safe_dump(data))
     state = tmp_path / "state"
-    done = _search(str(spec), "--state-dir", str(state), timeout=120)
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0] and str(spec) in lines[0], done.stderr
+    # In-process: the same `main` the console script calls (one subprocess would cost ~5 s).
+    assert main(["search", str(spec), "--state-dir", str(state)]) == 2
+    stderr = capsys.readouterr().err
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and str(spec) in lines[0], stderr
     assert not (state / "searches").exists()  # no search record, no Ray, no MLflow server
     assert not (state / "mlflow").exists()
 
 
+@pytest.mark.integration
 def test_asha_stops_poor_trials_and_they_count_as_pruned(cluster, tmp_path):
     import optuna
 
@@ -498,6 +505,7 @@ def _racing_spec(tmp_path: Path, name: str, **changes) -> Path:
     return _spec(tmp_path, name, racing={"max_seeds": 3}, **changes)
 
 
+@pytest.mark.integration
 def test_a_raced_search_ends_with_a_paired_verdict_on_both_incumbents(
     cluster, mlflow_server, tmp_path
 ):
@@ -584,6 +592,7 @@ def test_a_raced_search_ends_with_a_paired_verdict_on_both_incumbents(
     assert {"verdict.json", "race.json"} <= {f.path for f in client.list_artifacts(parent.run_id)}
 
 
+@pytest.mark.integration
 def test_an_interrupted_race_resumes_where_it_stopped(cluster, mlflow_server, tmp_path):
     spec = _spec(
         tmp_path,

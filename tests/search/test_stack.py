@@ -109,6 +109,7 @@ def stack_state():
         shutil.rmtree(state.parent, ignore_errors=True)
 
 
+@pytest.mark.integration
 def test_up_starts_a_ray_head_and_an_mlflow_server_that_answer(stack_state):
     state, shown = stack_state
     assert shown["started"] is True
@@ -141,6 +142,7 @@ def test_up_starts_a_ray_head_and_an_mlflow_server_that_answer(stack_state):
     assert b"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0" in environ
 
 
+@pytest.mark.integration
 def test_every_port_of_the_stack_listens_on_loopback_only(stack_state):
     state, shown = stack_state
     pids = {shown["ray_pid"], *group_members(shown["ray_pid"])}
@@ -151,6 +153,7 @@ def test_every_port_of_the_stack_listens_on_loopback_only(stack_state):
     assert addresses <= {"127.0.0.1", "::ffff:127.0.0.1"}, addresses
 
 
+@pytest.mark.integration
 def test_up_again_reuses_the_running_stack(stack_state, capsys):
     state, shown = stack_state
     assert main(["up", "--state-dir", str(state), "--json"]) == 0
@@ -170,6 +173,7 @@ def test_up_again_reuses_the_running_stack(stack_state, capsys):
     assert shown["gcs_address"] in capsys.readouterr().out
 
 
+@pytest.mark.integration
 def test_down_stops_both_and_leaves_no_process(stack_state, capsys):
     state, shown = stack_state
     ray_pid, mlflow_pid = shown["ray_pid"], shown["mlflow_pid"]

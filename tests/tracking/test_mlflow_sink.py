@@ -307,6 +307,7 @@ def test_spooled_records_are_delivered_when_the_store_returns(
     assert [(m.step, m.value) for m in client.get_metric_history(trial2, "late")] == [(200, 2.0)]
 
 
+@pytest.mark.integration
 def test_records_are_kept_when_the_process_exits_without_close(
     sqlite_store, experiment_name, tmp_path, dead_uri, client_for
 ):

@@ -29,6 +29,8 @@ from reset_tune.tracking import (
 from reset_tune.tracking.outbox import Outbox
 from reset_tune.tracking.server import SERVER_FILE, pid_alive, stop_process_group
 
+pytestmark = pytest.mark.integration  # a real MLflow server (and Ray) per test session
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
