@@ -25,3 +25,7 @@ BEST_VAL_ACC = "best/val_acc"
 BEST_STEP = "best/step"
 TEST_ACC = "test/acc"  # clean test accuracy of θbest: the reported number
 FINAL_TEST_ACC = "test/final_acc"  # clean test accuracy of the last model, for context only
+
+# A search's per-trial keys, logged to MLflow and read back by `recommend`.
+OBJECTIVE = "objective"  # what the searcher ranks trials by (the spec's metric at θbest)
+WALL_TIME = "perf/wall_time_s"  # a trial's total training wall time over its seeds

@@ -6,10 +6,13 @@ import io
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reset_tune import names
 from reset_tune.atomic import write_bytes_atomic
-from reset_tune.engine.result import TrainResult
+
+if TYPE_CHECKING:  # for annotations only: `tracking` renders curves and must not load the engine
+    from reset_tune.engine.result import TrainResult
 
 _COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")
 

@@ -35,15 +35,6 @@ def _with_search_args(base: type[argparse.ArgumentParser]) -> type[argparse.Argu
     return SubmitParser
 
 
-def _quiet_ray() -> None:
-    """Ray's job SDK logs every upload and socket close at INFO; the CLI says what matters."""
-    import logging
-
-    import ray  # noqa: F401  (Ray configures its loggers on import)
-
-    logging.getLogger("ray").setLevel(logging.WARNING)
-
-
 def _add_address(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", metavar="URL", help=_ADDRESS_HELP)
     add_state_dir_option(parser)
@@ -125,11 +116,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run_submit(args: argparse.Namespace) -> int:
     from reset_tune.search import load_spec
     from reset_tune.search.cluster import find_local_stack
-    from reset_tune.search.jobs import resolve_address, submit_search
+    from reset_tune.search.jobs import quiet_ray_logging, resolve_address, submit_search
 
     spec = Path(args.spec)
     load_spec(spec)  # a bad spec is a usage error (exit 2) before anything is sent
-    _quiet_ray()
+    quiet_ray_logging()
     search_args = list(args.search_args)
     extra_files: list[Path] = []
     if args.seed_configs is not None:
@@ -230,8 +221,9 @@ def _address_hint(args: argparse.Namespace) -> str:
 
 
 def run_jobs(args: argparse.Namespace) -> int:
-    _quiet_ray()
-    from reset_tune.search.jobs import list_jobs, resolve_address
+    from reset_tune.search.jobs import list_jobs, quiet_ray_logging, resolve_address
+
+    quiet_ray_logging()
 
     address = resolve_address(args.address, state_dir(args.state_dir))
     jobs = list_jobs(address)
@@ -263,8 +255,9 @@ def run_jobs(args: argparse.Namespace) -> int:
 
 
 def run_logs(args: argparse.Namespace) -> int:
-    _quiet_ray()
-    from reset_tune.search.jobs import job_logs, resolve_address
+    from reset_tune.search.jobs import job_logs, quiet_ray_logging, resolve_address
+
+    quiet_ray_logging()
 
     address = resolve_address(args.address, state_dir(args.state_dir))
     try:
@@ -278,8 +271,15 @@ def run_logs(args: argparse.Namespace) -> int:
 
 
 def run_stop(args: argparse.Namespace) -> int:
-    _quiet_ray()
-    from reset_tune.search.jobs import job_status, resolve_address, stop_job, wait_for_job
+    from reset_tune.search.jobs import (
+        job_status,
+        quiet_ray_logging,
+        resolve_address,
+        stop_job,
+        wait_for_job,
+    )
+
+    quiet_ray_logging()
 
     if args.timeout <= 0:
         raise ConfigError(f"--timeout must be > 0 seconds, got {args.timeout}")

@@ -30,7 +30,6 @@ from reset_tune.config import TrainConfig
 from reset_tune.errors import ConfigError, DataError
 from reset_tune.recommend.probe import ProbeResult, probe_dynamics
 from reset_tune.recommend.profile import DatasetProfile, profile_dataset
-from reset_tune.search.trainable import OBJECTIVE, WALL_TIME
 from reset_tune.tracking import names as tracking_names
 
 DESCRIPTION_ARTIFACT = "recommend/description.json"
@@ -178,16 +177,16 @@ def _trial_record(run) -> TrialRecord:
     except ConfigError as error:
         raise _Unusable(f"trial {run.run_name} has parameters that are not a valid config: "
                         f"{error}") from None  # fmt: skip
-    for key in (OBJECTIVE, names.TEST_ACC):
+    for key in (names.OBJECTIVE, names.TEST_ACC):
         value = run.metrics.get(key)
         if value is None or not math.isfinite(value):
             raise _Unusable(f"trial {run.run_name} finished without its {key} metric")
     return TrialRecord(
         name=run.run_name,
         config=config.to_dict(),
-        objective=float(run.metrics[OBJECTIVE]),
+        objective=float(run.metrics[names.OBJECTIVE]),
         test_acc=float(run.metrics[names.TEST_ACC]),
-        wall_time_s=float(run.metrics.get(WALL_TIME, math.nan)),
+        wall_time_s=float(run.metrics.get(names.WALL_TIME, math.nan)),
         configuration=run.tags.get(tracking_names.CONFIGURATION),
     )
 

@@ -51,6 +51,15 @@ class JobNotFound(JobsError):
     """No job with that id on that cluster."""
 
 
+def quiet_ray_logging() -> None:
+    """Ray's job SDK logs every upload and socket close at INFO; the CLI says what matters."""
+    import logging
+
+    import ray  # noqa: F401  (Ray configures its loggers on import)
+
+    logging.getLogger("ray").setLevel(logging.WARNING)
+
+
 @dataclass
 class JobSummary:
     """One job as `reset-tune jobs` shows it."""

@@ -46,7 +46,7 @@ from reset_tune.errors import ResetTuneError, TrainingDiverged
 from reset_tune.search.spec import SearchSpec
 
 # -- keys of the rows a trial reports (beside the engine's metric names) --------------------------
-OBJECTIVE = "objective"  # final row only: what the searcher ranks trials by
+OBJECTIVE = names.OBJECTIVE  # final row only: what the searcher ranks trials by
 RUNNING_OBJECTIVE = "running_objective"  # every evaluation: what a scheduler compares
 SEED = "seed"
 SEED_INDEX = "seed_index"
@@ -65,7 +65,7 @@ SUMMARY_KEYS = (
     names.RESET_COUNT,
     names.STEPS_PER_S,
 )
-WALL_TIME = "perf/wall_time_s"
+WALL_TIME = names.WALL_TIME
 # The final row carries the last evaluation's metrics too (so that a scheduler sees the last step
 # and the trial's result together); these keys are the final row's own. The summary's
 # `reset/count` and `perf/steps_per_s` would collide with the evaluation's and are left to
