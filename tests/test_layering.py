@@ -18,6 +18,8 @@ import sys
 from collections import deque
 from pathlib import Path
 
+import pytest
+
 import reset_tune
 
 PACKAGE_ROOT = Path(reset_tune.__file__).parent
@@ -196,6 +198,7 @@ def test_the_check_sees_a_violation_inside_a_function_and_through_a_chain(tmp_pa
     assert _imports(path, "reset_tune.cli.probe") == {"ray"}
 
 
+@pytest.mark.integration  # the subprocess imports torch (about 10 s)
 def test_engine_and_cli_load_no_ray_in_a_fresh_interpreter() -> None:
     code = (
         "import json, sys\n"
