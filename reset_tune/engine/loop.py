@@ -45,7 +45,7 @@ from reset_tune.engine.memorisation import (
 from reset_tune.engine.optim import build_optimizer, build_scheduler
 from reset_tune.engine.result import TrainResult
 from reset_tune.engine.runtime import (
-    configure_kernels,
+    kernel_settings,
     memory_format_for,
     provenance,
     resolve_device,
@@ -106,7 +106,6 @@ class TrainingRun:
         self.device = resolve_device(config.device)
         if config.precision == "bf16" and self.device.type != "cuda":
             raise ConfigError("precision bf16 needs a CUDA device; use --precision fp32 on CPU.")
-        configure_kernels(deterministic=config.deterministic, device=self.device)
         if data is not None and data.settings != data_settings(config):
             differing = sorted(
                 k for k, v in data_settings(config).items() if data.settings.get(k) != v
@@ -193,6 +192,16 @@ class TrainingRun:
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, callbacks: Sequence[Callback] = ()) -> TrainResult:
+        """Train to `config.steps` (or a requested stop), evaluate θbest on the test split.
+
+        The kernel settings (`config.deterministic`) hold only while this runs: the caller's
+        deterministic-algorithms mode, cuDNN flags and `CUBLAS_WORKSPACE_CONFIG` come back when it
+        returns or raises.
+        """
+        with kernel_settings(deterministic=self.config.deterministic, device=self.device):
+            return self._run(callbacks)
+
+    def _run(self, callbacks: Sequence[Callback]) -> TrainResult:
         for callback in callbacks:
             callback.on_train_start(self)
         config = self.config

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from reset_tune.errors import ConfigError
+
+# The environment variable that fixes cuBLAS's workspace, which its deterministic mode needs.
+_CUBLAS_WORKSPACE_ENV = "CUBLAS_WORKSPACE_CONFIG"
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -31,10 +36,13 @@ def resolve_device(spec: str) -> torch.device:
 
 def configure_kernels(*, deterministic: bool, device: torch.device) -> None:
     """Process-wide kernel settings. Deterministic kernels cost 10–40 % on a GPU (DESIGN.md §5)
-    but without them identical runs differ by more than the effects we compare."""
+    but without them identical runs differ by more than the effects we compare.
+
+    These stay set for the rest of the process; the engine applies them through
+    `kernel_settings`, which puts the caller's settings back afterwards."""
     if deterministic:
         # cuBLAS needs a fixed workspace to be deterministic; must be set before its first use.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        os.environ.setdefault(_CUBLAS_WORKSPACE_ENV, ":4096:8")
     torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic and device.type == "cuda"
@@ -42,6 +50,40 @@ def configure_kernels(*, deterministic: bool, device: torch.device) -> None:
         # TF32 convolutions/matmuls: fast on Ampere+ and deterministic for a fixed algorithm.
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+
+
+@contextlib.contextmanager
+def kernel_settings(*, deterministic: bool, device: torch.device) -> Iterator[None]:
+    """`configure_kernels` for the duration of a `with` block, then the caller's settings back.
+
+    Restored on return and on an exception: deterministic-algorithms mode (and its warn-only
+    flag), cuDNN's deterministic/benchmark/TF32 flags, cuBLAS's TF32 flag and the
+    `CUBLAS_WORKSPACE_CONFIG` environment variable (removed again if it was unset). The settings
+    are process-wide while the block runs: two threads training at once would see each other's.
+    """
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cuda.matmul.allow_tf32,
+    )
+    saved_workspace = os.environ.get(_CUBLAS_WORKSPACE_ENV)
+    try:
+        configure_kernels(deterministic=deterministic, device=device)
+        yield
+    finally:
+        algorithms, warn_only, cudnn_deterministic, benchmark, cudnn_tf32, matmul_tf32 = saved
+        torch.use_deterministic_algorithms(algorithms, warn_only=warn_only)
+        torch.backends.cudnn.deterministic = cudnn_deterministic
+        torch.backends.cudnn.benchmark = benchmark
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
+        torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
+        if saved_workspace is None:
+            os.environ.pop(_CUBLAS_WORKSPACE_ENV, None)
+        else:
+            os.environ[_CUBLAS_WORKSPACE_ENV] = saved_workspace
 
 
 def memory_format_for(model: torch.nn.Module, device: torch.device) -> torch.memory_format:
