@@ -1,16 +1,14 @@
 """Searches as Ray jobs, against a real local stack (Ray head + MLflow server on 127.0.0.1).
 
-One stack per module (1 CPU, 100 MB object store), stopped by process id. Covers what a job
-ships, that it runs the shipped code, `jobs` / `logs` / `stop`, the errors for an unreachable
-address and a bad spec, and a whole `reset-tune submit` of a tiny search.
+The session's local stack (1 CPU, 100 MB object store; tests/conftest.py), stopped by process
+id. Covers what a job ships, that it runs the shipped code, `jobs` / `logs` / `stop`, the errors
+for an unreachable address and a bad spec, and a whole `reset-tune submit` of a tiny search.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,8 +18,6 @@ import yaml
 from reset_tune.cli.main import build_parser, main
 from reset_tune.search.cluster import (
     descendants,
-    start_local_stack,
-    stop_local_stack,
     stop_running_jobs,
 )
 from reset_tune.search.jobs import (
@@ -48,20 +44,16 @@ PROBE = (
 
 
 @pytest.fixture(scope="module")
-def stack():
+def stack(shared_stack):
+    """The session's local stack (tests/conftest.py), without ambient addresses in os.environ."""
     saved = {key: os.environ.pop(key, None) for key in ENV_KEYS}
-    state = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp")) / "st"  # short: Ray's sockets
     try:
-        yield start_local_stack(state, num_cpus=1, object_store_memory=100_000_000)
+        yield shared_stack.ensure().local
     finally:
-        try:
-            stop_local_stack(state, timeout_s=20)
-        finally:
-            shutil.rmtree(state.parent, ignore_errors=True)
-            for key, value in saved.items():
-                os.environ.pop(key, None)
-                if value is not None:
-                    os.environ[key] = value
+        for key, value in saved.items():
+            os.environ.pop(key, None)
+            if value is not None:
+                os.environ[key] = value
 
 
 @pytest.fixture(scope="module")

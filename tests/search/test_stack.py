@@ -1,7 +1,8 @@
 """`reset-tune up` / `stack` / `down` against real processes on 127.0.0.1, stopped by process id.
 
-One stack per module (about 15 s to start on 2 cores). Also: stale `head.json` records, the
-stack's settings file, and where Ray's temp dir goes.
+The session's stack (tests/conftest.py; about 15 s to start on 2 cores), shared with the jobs
+tests; `down` is tested on it last, and it starts again for whoever needs it after. Also: stale
+`head.json` records, the stack's settings file, and where Ray's temp dir goes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -29,7 +29,6 @@ from reset_tune.search.cluster import (
     choose_temp_dir,
     descendants,
     find_local_stack,
-    stop_local_stack,
 )
 from reset_tune.search.stack_config import (
     StackConfig,
@@ -42,23 +41,6 @@ from reset_tune.tracking.server import SERVER_FILE, free_port, health_ok, pid_al
 
 REPO = Path(__file__).resolve().parents[2]
 AUTH_ENV = ("RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
-
-
-def short_state_dir() -> Path:
-    """A state directory short enough for Ray's socket paths (pytest's tmp_path is not)."""
-    return Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp")) / "st"
-
-
-def reset_tune_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in AUTH_ENV}
-    return subprocess.run(
-        [sys.executable, "-m", "reset_tune.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=REPO,
-    )
 
 
 def listening_addresses(pids: set[int]) -> set[str]:
@@ -87,30 +69,16 @@ def listening_addresses(pids: set[int]) -> set[str]:
     return addresses
 
 
-@pytest.fixture(scope="module")
-def stack_state():
-    """`reset-tune up` run as its own process (the stack must outlive it); yields (state, json)."""
-    state = short_state_dir()
-    result = reset_tune_cli(
-        "up",
-        "--state-dir",
-        str(state),
-        "--num-cpus",
-        "1",
-        "--object-store-memory",
-        "100MB",
-        "--json",
-    )
-    try:
-        assert result.returncode == 0, result.stderr
-        yield state, json.loads(result.stdout)
-    finally:
-        stop_local_stack(state, timeout_s=20)
-        shutil.rmtree(state.parent, ignore_errors=True)
+@pytest.fixture
+def stack_state(shared_stack):
+    """The session's stack (tests/conftest.py), started by `reset-tune up` as its own process
+    (the stack must outlive it), again if a test ran `down`; (state, `up --json` output)."""
+    stack = shared_stack.ensure()
+    return stack.state, stack.shown
 
 
 @pytest.mark.integration
-def test_up_starts_a_ray_head_and_an_mlflow_server_that_answer(stack_state):
+def test_up_starts_a_ray_head_and_an_mlflow_server_that_answer(stack_state, shared_stack):
     state, shown = stack_state
     assert shown["started"] is True
     record = json.loads((ray_dir(state) / HEAD_FILE).read_text())
@@ -128,7 +96,8 @@ def test_up_starts_a_ray_head_and_an_mlflow_server_that_answer(stack_state):
     with urllib.request.urlopen(f"{record['dashboard_url']}/api/version", timeout=5) as response:
         assert json.loads(response.read())["ray_version"] == "2.60.0"
     with urllib.request.urlopen(f"{record['dashboard_url']}/api/jobs/", timeout=5) as response:
-        assert json.loads(response.read()) == []  # the Jobs API answers, no jobs yet
+        assert isinstance(json.loads(response.read()), list)  # the Jobs API answers
+    assert shared_stack.jobs_at_start == []  # ... and had no jobs right after `up`
     # The MLflow server is the one `reset-tune search` reuses for this state directory.
     server = json.loads((mlflow_dir(state) / SERVER_FILE).read_text())
     assert shown["mlflow_uri"] == server["uri"] and shown["mlflow_pid"] == server["pid"]

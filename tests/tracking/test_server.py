@@ -29,17 +29,13 @@ from reset_tune.tracking import (
 from reset_tune.tracking.outbox import Outbox
 from reset_tune.tracking.server import SERVER_FILE, pid_alive, stop_process_group
 
-pytestmark = pytest.mark.integration  # a real MLflow server (and Ray) per test session
+pytestmark = pytest.mark.integration  # real MLflow servers
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    state = tmp_path_factory.mktemp("mlflow-server")
-    local = start_local_server(state)
-    try:
-        yield local
-    finally:
-        local.stop()
+@pytest.fixture
+def server(mlflow_server):
+    """The session's MLflow server (tests/conftest.py); each test logs to its own experiment."""
+    return mlflow_server
 
 
 def test_server_answers_and_records_itself(server):
@@ -77,8 +73,10 @@ def test_search_runs_are_nested_and_found_by_queries(
     assert trials[1].params["reset_prob"] == "0.01"
     history = metric_history(server.uri, trials[2].run_id, "val/acc")
     assert [step for step, _ in history] == list(scenario.steps)
-    # Artifacts went through the server's proxy into its artifacts directory.
-    stored = list((server.state_dir / "artifacts").rglob("curves.png"))
+    # Artifacts went through the server's proxy into its artifacts directory (under the
+    # experiment's id: other tests share the server).
+    experiment = client_for(server.uri).get_experiment_by_name(experiment_name)
+    stored = list((server.state_dir / "artifacts" / experiment.experiment_id).rglob("curves.png"))
     assert len(stored) == 1 and stored[0].read_bytes() == scenario.png
 
 
