@@ -67,6 +67,7 @@ def test_result_reports_theta_best_on_clean_test_data(digits_data):
     json.dumps(result.to_dict())  # the result is JSON-able as it is
 
 
+@pytest.mark.integration  # trains for real, for many seconds
 def test_reset_events_follow_arming(digits_data):
     result = train(TrainConfig(**FAST, reset_prob=0.2), data=digits_data)
     assert result.armed_step is not None
@@ -76,6 +77,7 @@ def test_reset_events_follow_arming(digits_data):
     assert counts == sorted(counts) and counts[-1] == result.num_resets
 
 
+@pytest.mark.integration  # trains for real, for many seconds
 def test_same_seed_same_run_and_reset_settings_share_the_data_stream(digits_data):
     base = TrainConfig(**FAST, reset_prob=0.0)
     a = train(base, data=digits_data)
@@ -107,6 +109,7 @@ class StopAndSave(Callback):
             run.request_stop("test: simulated worker death")
 
 
+@pytest.mark.integration  # trains for real, for many seconds
 def test_resume_from_saved_state_equals_uninterrupted_run(digits_data):
     config = TrainConfig(**{**FAST, "steps": 200}, reset_prob=0.1)
     straight = train(config, data=digits_data)
@@ -150,6 +153,7 @@ def test_bad_settings_fail_before_training(digits_data):
         TrainingRun(TrainConfig(**FAST, reset_layers="layer9"), data=digits_data)
 
 
+@pytest.mark.integration  # trains for real, for many seconds
 @pytest.mark.parametrize("loss", ["gce", "sce", "mae"])
 def test_robust_losses_train(loss, digits_data):
     result = train(TrainConfig(**{**FAST, "steps": 60}, loss=loss), data=digits_data)

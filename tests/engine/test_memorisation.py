@@ -182,6 +182,7 @@ def spearman(a, b) -> float:
     return float(np.corrcoef(ranks(np.asarray(a)), ranks(np.asarray(b)))[0, 1])
 
 
+@pytest.mark.integration  # trains for real, for many seconds
 @pytest.mark.parametrize(
     "regime",
     [
@@ -218,6 +219,7 @@ def test_signal_tracks_the_true_memorisation_fraction_where_the_model_memorises(
     assert finding.onset_step == onset
 
 
+@pytest.mark.integration  # trains for real, for many seconds
 @pytest.mark.parametrize(
     "regime",
     [
@@ -237,6 +239,7 @@ def test_no_signal_where_the_model_does_not_memorise(regime):
 # ----------------------------------------------------------------------------- arming on it
 
 
+@pytest.mark.integration  # trains for real, for many seconds
 def test_arming_on_memorisation_waits_for_memorisation_that_never_comes():
     plain = run_regime("digits-not-memorising")
     assert plain.memorisation_step is None
@@ -252,6 +255,7 @@ def test_arming_on_memorisation_waits_for_memorisation_that_never_comes():
     assert gated.test_acc == plain.test_acc
 
 
+@pytest.mark.integration  # trains for real, for many seconds
 def test_arming_on_memorisation_arms_no_earlier_than_the_onset():
     plain = run_regime("digits-memorising")
     assert plain.memorisation_step is not None
@@ -309,6 +313,7 @@ def resume_case():
     return config, data, straight, stopper.saved
 
 
+@pytest.mark.integration  # trains for real, for many seconds
 def test_resume_with_the_detector_is_bit_exact(resume_case):
     config, data, straight, saved = resume_case
     state = torch.load(io.BytesIO(saved), weights_only=False)
@@ -321,6 +326,7 @@ def test_resume_with_the_detector_is_bit_exact(resume_case):
     assert resumed.reset_steps == straight.reset_steps and resumed.test_acc == straight.test_acc
 
 
+@pytest.mark.integration  # trains for real, for many seconds
 def test_a_state_saved_before_the_detector_existed_rebuilds_it(resume_case):
     config, data, straight, saved = resume_case
     state = torch.load(io.BytesIO(saved), weights_only=False)
