@@ -26,14 +26,13 @@ def render_curves(results: Mapping[str, TrainResult], *, title: str = "") -> byt
     accuracy on the noisy labels (dashed), with the detected onset of memorisation as a dotted
     vertical line on every panel.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure, not pyplot: no global backend switch, no figure left in pyplot's list.
+    from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.transforms import blended_transform_factory
 
-    fig, axes = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
+    fig = Figure(figsize=(8, 9))
+    axes = fig.subplots(3, 1, sharex=True)
     panels = (
         (names.VAL_ACC, "validation accuracy (noisy labels)"),
         (names.VAL_LOSS, "validation loss (CE)"),
@@ -93,7 +92,6 @@ def render_curves(results: Mapping[str, TrainResult], *, title: str = "") -> byt
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
     return buffer.getvalue()
 
 

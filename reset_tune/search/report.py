@@ -223,12 +223,11 @@ class SearchReport:
 
     def comparison_plot(self) -> bytes:
         """Clean test accuracy (θbest) against reset probability; r = 0 trials marked apart."""
-        import matplotlib
+        # A bare Figure, not pyplot: no global backend switch, no figure left in pyplot's list.
+        from matplotlib.figure import Figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, (ax_test, ax_obj) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+        fig = Figure(figsize=(10, 4), layout="constrained")
+        ax_test, ax_obj = fig.subplots(1, 2)
         resetting = [t for t in self.complete if t.resets]
         baseline = [t for t in self.complete if not t.resets]
         for ax, key, label in (
@@ -267,7 +266,6 @@ class SearchReport:
         fig.suptitle(f"{self.search_id}: resetting vs r = 0")
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=110)
-        plt.close(fig)
         return buffer.getvalue()
 
 
@@ -411,24 +409,5 @@ def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
 
-def _float(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
-
-
 def _fmt(value: float | None, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
-
-
-def render_best(report: SearchReport, keys: Sequence[str] | None = None) -> str:
-    """The best configuration as `reset-tune train` options (what to run next)."""
-    best = report.best
-    if best is None:
-        return "no trial completed: no best configuration"
-    searched = keys or list(best.params)
-    parts = []
-    for key in searched:
-        if key not in best.config:
-            continue
-        value = best.config[key]
-        parts.append(f"--{key.replace('_', '-')} {value}")
-    return " ".join(parts)
