@@ -163,7 +163,7 @@ def run_search(spec_path: str | os.PathLike | None, options: SearchOptions) -> S
             run_name=record.search_id,
             run_key=record.search_id,
         )
-        with _ray_connection(options.address, options.state, say):
+        with tune_environment(), _ray_connection(options.address, options.state, say):
             _run_segment(spec, record, study, sink, parent, options, say)
         report = build_report(spec, record, study)
         report.tracking_uri = tracking_uri
@@ -419,7 +419,7 @@ def _run_segment(
         parent,
         spec,
         record.search_id,
-        tags=_trial_tags(spec, data),
+        tags=_trial_tags(data),
         trial_number=number,
     )
     progress = ProgressPrinter(
@@ -613,7 +613,7 @@ def _shared_data(spec: SearchSpec) -> dict[tuple[int, bool], Any]:
     return data
 
 
-def _trial_tags(spec: SearchSpec, data: Mapping[Any, Any]) -> dict[str, str]:
+def _trial_tags(data: Mapping[Any, Any]) -> dict[str, str]:
     from reset_tune.tracking import names
 
     first = next(iter(data.values()))
@@ -729,6 +729,39 @@ def finish_search_run(
 
 
 # -- the Ray connection ---------------------------------------------------------------------------
+# Tune settings the driver needs. Ray 2.60 reads each of them in the driver process while a search
+# runs (at `Tuner.fit`, per checkpoint and per reported row), so they are set only for that time.
+_TUNE_ENVIRONMENT = {
+    # Tune's default loggers would copy the final row's full results into a CSV and TensorBoard
+    # files; the driver adds the JSON logger (the result files `sync` reads) itself.
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    # The searcher's metric (`objective`) is in a trial's final row only, by design: a pruned
+    # trial must not hand Optuna a partial value. Tune would reject the other rows otherwise.
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+}
+# Its advice (fewer checkpoints) is already taken; the warning would repeat all search long. Only a
+# default: a user's own threshold wins.
+_TUNE_ENVIRONMENT_DEFAULTS = {"TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+
+
+@contextlib.contextmanager
+def tune_environment() -> Iterator[None]:
+    """The driver's `TUNE_*` settings for the duration of a `with` block; the caller's
+    environment (values, and absence) comes back afterwards, also on an exception."""
+    wanted = {**_TUNE_ENVIRONMENT}
+    wanted.update({k: v for k, v in _TUNE_ENVIRONMENT_DEFAULTS.items() if k not in os.environ})
+    saved = {key: os.environ.get(key) for key in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 @contextlib.contextmanager
 def _ray_connection(address: str | None, state: Path, say) -> Iterator[None]:
     """Connect to the cluster `address` / $RAY_ADDRESS / `reset-tune up`'s, or start one here."""
@@ -736,14 +769,6 @@ def _ray_connection(address: str | None, state: Path, say) -> Iterator[None]:
 
     import ray
 
-    # Tune's default loggers would copy the final row's full results into a CSV and TensorBoard
-    # files; the driver adds the JSON logger (the result files `sync` reads) itself.
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    # The searcher's metric (`objective`) is in a trial's final row only, by design: a pruned
-    # trial must not hand Optuna a partial value. Tune would reject the other rows otherwise.
-    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    # Its advice (fewer checkpoints) is already taken; the warning would repeat all search long.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         yield
         return
