@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 from reset_tune.errors import ConfigError
 
@@ -21,9 +23,13 @@ PRECISIONS = ("fp32", "bf16")
 AUGMENTS = ("auto", "none", "crop-flip")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """One training run. Units: steps are optimizer updates; rates are per step."""
+    """One training run. Units: steps are optimizer updates; rates are per step.
+
+    Settings are keyword-only (`TrainConfig(dataset="digits", reset_prob=0.01)`): with forty of
+    them, a positional value would silently land on whichever field happens to come first.
+    """
 
     # data
     dataset: str = "digits"
@@ -107,26 +113,44 @@ class TrainConfig:
         return self.reset_seed if self.reset_seed is not None else self.seed + 1_000_003
 
 
-_FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+class FieldKind(NamedTuple):
+    """What a `TrainConfig` field holds: `type` is bool, int, float or str; `optional`: None too."""
+
+    type: type
+    optional: bool
+
+
+def _field_kind(hint: Any) -> FieldKind:
+    members = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    kinds = [m for m in members if m is not type(None)]
+    if len(kinds) != 1 or kinds[0] not in (bool, int, float, str):
+        raise TypeError(f"TrainConfig fields are one of bool, int, float, str (or None): {hint}")
+    return FieldKind(kinds[0], len(kinds) < len(members))
+
+
+# Every field's kind, from the evaluated annotations (not their text: `from __future__ import
+# annotations` leaves `field.type` a string).
+FIELD_KINDS: dict[str, FieldKind] = {
+    name: _field_kind(hint) for name, hint in typing.get_type_hints(TrainConfig).items()
+}
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
     """Accept ints for float fields and reject values of the wrong kind with the key named."""
-    kind = str(_FIELD_TYPES[key])
-    optional = "None" in kind
+    kind, optional = FIELD_KINDS[key]
     if value is None:
         if optional:
             return None
         raise ConfigError(f"{source}: {key} must not be empty.")
-    if kind.startswith("bool"):
+    if kind is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{source}: {key} must be true or false, but got {value!r}.")
         return value
-    if kind.startswith("int"):
+    if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{source}: {key} must be an integer, but got {value!r}.")
         return value
-    if kind.startswith("float"):
+    if kind is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{source}: {key} must be a number, but got {value!r}.")
         return float(value)
@@ -161,7 +185,7 @@ def _validate(c: TrainConfig) -> None:
         _check(ok, f"{key} must be in {bracket}{low}, {high}], but got {key}={value!r}.")
 
     for f in fields(c):
-        if str(f.type).startswith("bool"):
+        if FIELD_KINDS[f.name].type is bool:
             value = getattr(c, f.name)
             _check(
                 isinstance(value, bool),

@@ -42,7 +42,7 @@ from pydantic import (
 )
 
 from reset_tune import names
-from reset_tune.config import TrainConfig
+from reset_tune.config import FIELD_KINDS, TrainConfig
 from reset_tune.errors import ConfigError
 from reset_tune.search.racing import split_race_params
 
@@ -116,7 +116,7 @@ _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 def _field_kind(name: str) -> str:
     """`int`, `float`, `bool` or `str`: the kind of a TrainConfig field (Optional stripped)."""
-    return str(_FIELDS[name].type).split("|")[0].strip()
+    return FIELD_KINDS[name].type.__name__
 
 
 def _did_you_mean(word: str, options: Sequence[str]) -> str:
@@ -259,7 +259,6 @@ def _check_high(high: float, info: ValidationInfo) -> float:
 
 
 Range = LogUniform | Uniform | IntRange
-PARAM_TYPES = ("loguniform", "uniform", "int", "categorical")
 
 
 def _param_tag(value: Any) -> str | None:

@@ -95,25 +95,23 @@ def config_from_params(params: Mapping[str, str]) -> dict[str, Any]:
     Keys that are not config fields are left out; `TrainConfig.from_dict` of the result rebuilds
     the trial's config.
     """
-    from dataclasses import fields
-
-    from reset_tune.config import TrainConfig
+    from reset_tune.config import FIELD_KINDS
 
     values: dict[str, Any] = {}
-    for f in fields(TrainConfig):
-        if f.name not in params:
+    for name, (kind, optional) in FIELD_KINDS.items():
+        if name not in params:
             continue
-        text, kind = params[f.name], str(f.type)
-        if text == "None" and "None" in kind:
-            values[f.name] = None
-        elif kind.startswith("bool"):
-            values[f.name] = {"True": True, "False": False}.get(text, text)
-        elif kind.startswith("int"):
-            values[f.name] = _number(text, int)
-        elif kind.startswith("float"):
-            values[f.name] = _number(text, float)
+        text = params[name]
+        if text == "None" and optional:
+            values[name] = None
+        elif kind is bool:
+            values[name] = {"True": True, "False": False}.get(text, text)
+        elif kind is int:
+            values[name] = _number(text, int)
+        elif kind is float:
+            values[name] = _number(text, float)
         else:
-            values[f.name] = text
+            values[name] = text
     return values
 
 
