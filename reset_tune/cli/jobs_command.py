@@ -6,7 +6,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from reset_tune.cli.stack_command import add_state_dir_option
 from reset_tune.errors import ConfigError
@@ -22,7 +24,9 @@ def _with_search_args(base: type[argparse.ArgumentParser]) -> type[argparse.Argu
     """A parser class that keeps everything after `--` as `search_args`, verbatim."""
 
     class SubmitParser(base):  # type: ignore[misc, valid-type]
-        def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        def parse_known_args(
+            self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+        ) -> tuple[argparse.Namespace, list[str]]:
             args = list(sys.argv[1:] if args is None else args)
             extra: list[str] = []
             if "--" in args:
@@ -174,7 +178,7 @@ def run_submit(args: argparse.Namespace) -> int:
     return 1
 
 
-def _wait(address: str, job_id: str, *, follow: bool, out) -> str:
+def _wait(address: str, job_id: str, *, follow: bool, out: TextIO) -> str:
     from reset_tune.search.jobs import job_logs, job_status, wait_for_job
 
     if follow:

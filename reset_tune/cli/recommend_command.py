@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
             say(f"started the local MLflow server at {server.uri}")
     history = History() if args.no_history else None
     if history is None:
+        assert tracking_uri is not None  # resolved above unless --no-history
         say(f"reading finished searches from {tracking_uri} ...")
         try:
             history = read_history(tracking_uri, say=say)
@@ -137,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         if spec_path is not None:
             print(f"\nconfirming search spec written to {spec_path}: "
                   f"reset-tune search {spec_path}")  # fmt: skip
-        if answer.run_id is not None:
+        if answer.run_id is not None and tracking_uri is not None:  # logged: a URI was resolved
             from reset_tune.tracking import run_url
 
             print(f"logged to MLflow: {run_url(tracking_uri, answer.run_id) or answer.run_id}")

@@ -6,9 +6,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reset_tune.errors import ConfigError
 from reset_tune.state import DEFAULT_STATE_DIR, STATE_DIR_ENV, mlflow_dir, ray_dir, state_dir
+
+if TYPE_CHECKING:  # annotations only: the CLI loads `search` when a command runs
+    from reset_tune.search.cluster import LocalStack
 
 
 def add_state_dir_option(parser: argparse.ArgumentParser) -> None:
@@ -144,7 +148,7 @@ def run_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_stack(stack) -> None:
+def _print_stack(stack: LocalStack) -> None:
     rows = [
         ("Ray dashboard", stack.dashboard_url, "Ray Jobs API: reset-tune submit SPEC"),
         ("Ray GCS", stack.gcs_address, f"ray.init(address=...); head pid {stack.ray_pid}"),

@@ -57,8 +57,9 @@ _NUMERIC_DTYPE_CLASSES = tuple(
     )
 )
 
-_reconstruct = np._core.multiarray._reconstruct
-_scalar = np._core.multiarray.scalar
+# numpy's stubs leave out the private `_core` package that the pickles name.
+_reconstruct = np._core.multiarray._reconstruct  # type: ignore[attr-defined]
+_scalar = np._core.multiarray.scalar  # type: ignore[attr-defined]
 
 # torch.load(weights_only=True) allow-list. Files written under numpy 1.x name the array
 # rebuilders `numpy.core.multiarray.*` (numpy 2.x: `numpy._core.multiarray.*`), so both names

@@ -353,6 +353,7 @@ def apply_noise(
         noisy = _flip_with_targets(clean, targets, rate, rng)
         description = f"pairflip {_percent(rate)} (class c -> c+1 mod C)"
     elif kind == "matrix":
+        assert spec.path is not None  # NoiseSpec refuses "matrix" without a path
         matrix = load_transition_matrix(spec.path, num_classes)
         noisy = clean.copy()
         for true_class in range(num_classes):

@@ -67,7 +67,7 @@ def memorisation_fraction(predicted: torch.Tensor, noisy_labels: torch.Tensor) -
     return (predicted == noisy_labels).double().mean()
 
 
-def autocast_context(device: torch.device, dtype: torch.dtype | None):
+def autocast_context(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
     """bf16 autocast when `dtype` is given; a no-op context otherwise."""
     if dtype is None:
         return torch.autocast(device_type=device.type, enabled=False)

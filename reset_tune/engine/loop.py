@@ -132,7 +132,8 @@ class TrainingRun:
         # channels_last on CUDA for conv models (`memory_format_for`); the optimizer, resetter
         # snapshots (clones) and momentum buffers (like the gradients) take the weights' layout.
         self.memory_format = memory_format_for(model, self.device)
-        self.model = model.to(self.device, memory_format=self.memory_format)
+        # torch's stubs have no overload for device and memory_format together; Module.to takes both
+        self.model = model.to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = build_scheduler(self.optimizer, config)
         self.loss_fn = build_loss(
@@ -354,6 +355,7 @@ class TrainingRun:
         r = self.resetter
         if r.best_step is None:
             raise RuntimeError("the run ended before its first evaluation; nothing to report")
+        assert r.best_val_loss is not None and r.best_val_acc is not None  # set with best_step
         final_test_acc = self._test_accuracy()
         r.copy_best_to_()
         test_acc = self._test_accuracy()

@@ -156,24 +156,41 @@ class StochasticResetter:
         self._schedule_next_reset()
         return True
 
-    def observe(self, *, val_loss: float, val_acc: float, memorising: bool | None = None) -> bool:
+    def observe(
+        self,
+        *,
+        val_loss: float | None = None,
+        val_acc: float | None = None,
+        memorising: bool | None = None,
+    ) -> bool:
         """Call at each evaluation with host floats; returns whether this is a new θbest.
 
+        Only the checkpoint metric is required (`val_loss` by default, `val_acc` with
+        `checkpoint_metric="val_acc"`); the other is recorded with θbest when given
+        (`best_val_loss`, `best_val_acc`; None otherwise).
         `memorising`: whether memorisation has begun by now (a latching verdict); needed only
         with `arm_on_memorisation`, ignored otherwise.
         """
+        # Checked before anything changes, so a wrong call leaves the resetter as it was.
+        given = {"val_loss": val_loss, "val_acc": val_acc}
+        if given[self.metric.name] is None:
+            raise ValueError(
+                f"this resetter picks θbest by {self.metric.name} (checkpoint_metric="
+                f"{self.metric.name!r}): pass observe({self.metric.name}=...) at every evaluation."
+            )
         if memorising is None and isinstance(self.arming, MemorisationArming):
             # Checked before anything changes, so a wrong call leaves the resetter as it was.
             raise ValueError(
                 "this resetter arms on memorisation: pass observe(..., memorising=True/False) at "
                 "every evaluation (a memorisation detector's verdict)."
             )
-        value = self.metric.value(val_loss=float(val_loss), val_acc=float(val_acc))
+        value = float(given[self.metric.name])
         improved = self.metric.is_better(value, self.best_value)
         if improved:
             self.best_value = value
             self.best_step = self.step_count
-            self.best_val_loss, self.best_val_acc = float(val_loss), float(val_acc)
+            self.best_val_loss = None if val_loss is None else float(val_loss)
+            self.best_val_acc = None if val_acc is None else float(val_acc)
             self._save_best()
             if self.checkpoint_policy.follows_new_best(armed=self.armed):
                 assert self._checkpoint is not None and self._best is not None
@@ -190,10 +207,16 @@ class StochasticResetter:
 
     # -- θbest ------------------------------------------------------------------------------------
     def best_model_state(self) -> dict[str, torch.Tensor]:
-        """θbest's parameters and buffers, keyed like `model.state_dict()`."""
+        """A copy of θbest's parameters and buffers, keyed like `model.state_dict()`.
+
+        Copies, unlike `model.state_dict()`'s references: the resetter updates θbest in place at
+        each new best, so references would change under the caller (and writing to them would
+        corrupt θbest). The copy costs one model's memory on θbest's device; to load θbest into a
+        model without it, use `copy_best_to_`.
+        """
         if self._best is None:
             raise RuntimeError("no evaluation has been observed yet, so there is no θbest")
-        return dict(self._best.tensors)
+        return {name: tensor.clone() for name, tensor in self._best.tensors.items()}
 
     def copy_best_to_(self, model: torch.nn.Module | None = None) -> None:
         """Load θbest's weights and buffers into `model` (default: the trained model) in place."""
@@ -275,7 +298,7 @@ class StochasticResetter:
             )
         if list(state["all_names"]) != list(self._all_names):
             raise ValueError("resetter state was saved for a model with different tensors")
-        live = dict(self.model.named_parameters())
+        live: dict[str, torch.Tensor] = dict(self.model.named_parameters())
         live.update(self.model.named_buffers())
         for key in ("best", "checkpoint"):
             snap = state[key]

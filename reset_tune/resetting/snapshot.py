@@ -42,7 +42,7 @@ class Snapshot:
 
 def _named_live(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     # Gathered per call, not cached: `model.to()` replaces buffer objects.
-    live = dict(model.named_parameters())
+    live: dict[str, torch.Tensor] = dict(model.named_parameters())
     live.update(model.named_buffers())
     return live
 
@@ -108,7 +108,7 @@ def _optimizer_pairs(
                 continue
             for key, value in saved.items():
                 if torch.is_tensor(value):
-                    targets.append(current[key])  # type: ignore[arg-type]
+                    targets.append(current[key])
                     sources.append(value)
                 else:
                     current[key] = value
