@@ -53,6 +53,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from reset_tune.errors import ConfigError
 from reset_tune.recommend.history import PastSearch, SettingDescription
 from reset_tune.recommend.probe import DOES_NOT_HELP, HELPS, NEVER_ARMED, UNCERTAIN
 
@@ -199,7 +200,12 @@ def combine(
     verdict = new.probe.verdict
     evidence: list[Evidence] = []
     for search in past:
-        assert search.description is not None
+        if search.description is None:
+            raise ConfigError(
+                f"past search {search.name!r} has no description of its setting; read the "
+                "history with read_history (it describes each search) or set its description "
+                "from describe_setting."
+            )
         weight = similarity(new, search.description)
         if weight < MIN_WEIGHT:
             continue
