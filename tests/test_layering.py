@@ -71,6 +71,8 @@ def _module_name(path: Path) -> str:
 
 
 def _package_of(module: str) -> str:
+    if module == "reset_tune.__main__":  # `python -m reset_tune` is the CLI
+        return "cli"
     parts = module.split(".")
     is_subpackage = len(parts) > 1 and (PACKAGE_ROOT / parts[1]).is_dir()
     return parts[1] if is_subpackage else TOP_LEVEL

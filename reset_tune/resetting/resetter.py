@@ -173,7 +173,8 @@ class StochasticResetter:
         """
         # Checked before anything changes, so a wrong call leaves the resetter as it was.
         given = {"val_loss": val_loss, "val_acc": val_acc}
-        if given[self.metric.name] is None:
+        metric_value = given[self.metric.name]
+        if metric_value is None:
             raise ValueError(
                 f"this resetter picks θbest by {self.metric.name} (checkpoint_metric="
                 f"{self.metric.name!r}): pass observe({self.metric.name}=...) at every evaluation."
@@ -184,7 +185,7 @@ class StochasticResetter:
                 "this resetter arms on memorisation: pass observe(..., memorising=True/False) at "
                 "every evaluation (a memorisation detector's verdict)."
             )
-        value = float(given[self.metric.name])
+        value = float(metric_value)
         improved = self.metric.is_better(value, self.best_value)
         if improved:
             self.best_value = value
