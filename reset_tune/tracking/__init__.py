@@ -10,7 +10,8 @@ MLflow itself is imported lazily, on first use.
 """
 
 from reset_tune.tracking import names
-from reset_tune.tracking.mlflow_sink import MlflowSink, SinkStats, default_outbox_dir
+from reset_tune.tracking._worker import SinkStats
+from reset_tune.tracking.mlflow_sink import MlflowSink, default_outbox_dir
 from reset_tune.tracking.outbox import ReplayReport, replay_outbox
 from reset_tune.tracking.queries import (
     RunSummary,

@@ -54,7 +54,7 @@ TRUNCATION_MARKER = "...[truncated]"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 # MLflow's HTTP client retries a refused connection 7 times with exponential backoff (~4 min per
 # call). The sink retries on its own schedule, so it asks MLflow to fail fast instead (see
-# `mlflow_sink.configure_http_client`); values a user has set explicitly are kept.
+# `_delivery.configure_http_client`); values a user has set explicitly are kept.
 HTTP_MAX_RETRIES_ENV = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
 HTTP_TIMEOUT_ENV = "MLFLOW_HTTP_REQUEST_TIMEOUT"  # seconds per HTTP request
 SUPPRESS_URL_PRINTING_ENV = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
