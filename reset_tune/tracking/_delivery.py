@@ -12,6 +12,7 @@ import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from reset_tune.tracking import names
 from reset_tune.tracking.outbox import (
@@ -25,7 +26,12 @@ from reset_tune.tracking.outbox import (
     RunRecord,
 )
 
+if TYPE_CHECKING:  # MLflow is imported on first use, not with this module
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param, RunTag
+
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # Request bodies above 1 MB are refused by the server; stay well below.
 _BATCH_BYTES_BUDGET = 800_000
@@ -88,7 +94,7 @@ def take_batch(ops: Sequence[Op], start: int) -> int:
 class Delivery:
     """One MLflow client plus the experiment ids it has resolved."""
 
-    def __init__(self, client) -> None:
+    def __init__(self, client: MlflowClient) -> None:
         self.client = client
         self._experiments: dict[str, str] = {}
 
@@ -103,7 +109,7 @@ class Delivery:
             raise TransientError(f"cannot open tracking store {tracking_uri!r}: {error}") from error
 
     # -- guarded calls --------------------------------------------------------------------------
-    def _call(self, what: str, fn: Callable, *args, **kwargs):
+    def _call(self, what: str, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run one client call; transient failures become `TransientError`, others propagate."""
         try:
             return fn(*args, **kwargs)
@@ -283,7 +289,9 @@ class Delivery:
     def _log_batch(self, run_id: str, ops: Sequence[Op]) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
-        metrics, params, tags = [], [], []
+        metrics: list[Metric] = []
+        params: list[Param] = []
+        tags: list[RunTag] = []
         for op in ops:
             if op.kind == METRICS:
                 metrics.extend(Metric(k, v, t, s) for k, v, t, s in op.metrics)

@@ -258,15 +258,15 @@ def replay_outbox(outbox_dir: str | os.PathLike, tracking_uri: str) -> ReplayRep
                     parent_id = delivery.find_parent(record)
                     if parent_id is None:
                         _log.warning("parent of run %s not found; replaying it unnested", key)
-                delivery.ensure_run(record, parent_id, verify_existing=True)
-                delivery.send(record.mlflow_run_id, ops, delivered, rejected)
+                run_id = delivery.ensure_run(record, parent_id, verify_existing=True)
+                delivery.send(run_id, ops, delivered, rejected)
             except TransientError as error:
                 report.errors.append(f"run {key}: {error}")
                 report.runs_remaining += 1
                 outbox.write(record, ops[done:])
                 stopped = True
                 continue
-            report.run_ids[key] = record.mlflow_run_id
+            report.run_ids[key] = run_id
             outbox.remove(key)
             report.runs_completed += 1
     return report

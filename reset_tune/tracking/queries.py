@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from reset_tune.tracking import names
 from reset_tune.tracking._delivery import configure_http_client
+
+if TYPE_CHECKING:  # MLflow is imported on first use, not with this module
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 
 @dataclass(frozen=True)
@@ -36,14 +41,14 @@ class RunSummary:
         return self.tags.get(names.TRIAL_ID)
 
 
-def _client(tracking_uri: str):
+def _client(tracking_uri: str) -> MlflowClient:
     configure_http_client()
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def _summary(run) -> RunSummary:
+def _summary(run: Run) -> RunSummary:
     info, data = run.info, run.data
     return RunSummary(
         run_id=info.run_id,
@@ -58,7 +63,9 @@ def _summary(run) -> RunSummary:
     )
 
 
-def _search(client, experiment_ids: list[str], filter_string: str) -> list[RunSummary]:
+def _search(
+    client: MlflowClient, experiment_ids: list[str], filter_string: str
+) -> list[RunSummary]:
     runs: list[RunSummary] = []
     token = None
     while True:
@@ -75,7 +82,7 @@ def _search(client, experiment_ids: list[str], filter_string: str) -> list[RunSu
             return runs
 
 
-def _experiment_ids(client, experiment_name: str | None) -> list[str]:
+def _experiment_ids(client: MlflowClient, experiment_name: str | None) -> list[str]:
     if experiment_name is not None:
         experiment = client.get_experiment_by_name(experiment_name)
         return [] if experiment is None else [experiment.experiment_id]

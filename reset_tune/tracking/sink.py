@@ -207,36 +207,47 @@ class MemorySink:
 
     def start_search(
         self,
-        search_id,
+        search_id: str,
         *,
-        params=None,
-        tags=None,
-        run_name=None,
-        experiment_name=None,
-        run_key=None,
-    ):
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        run_name: str | None = None,
+        experiment_name: str | None = None,
+        run_key: str | None = None,
+    ) -> str:
         existing = self._by_key(run_key)
         if existing is not None:
             return existing
-        tags = {**(tags or {}), names.KIND: names.KIND_SEARCH, names.SEARCH_ID: str(search_id)}
+        all_tags = {
+            **(tags or {}),
+            names.KIND: names.KIND_SEARCH,
+            names.SEARCH_ID: str(search_id),
+        }
         return self._new(
             kind=names.KIND_SEARCH,
             run_name=run_name or str(search_id),
             experiment_name=experiment_name or self.experiment_name,
             parent_run_id=None,
             params=dict(params or {}),
-            tags=tags,
+            tags=all_tags,
             run_key=run_key,
         )
 
     def start_trial(
-        self, parent_run_id, trial_id, *, params=None, tags=None, run_name=None, run_key=None
-    ):
+        self,
+        parent_run_id: str,
+        trial_id: str | int,
+        *,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        run_name: str | None = None,
+        run_key: str | None = None,
+    ) -> str:
         parent = self._run(parent_run_id)
         existing = self._by_key(run_key)
         if existing is not None:
             return existing
-        tags = {
+        all_tags = {
             **(tags or {}),
             names.KIND: names.KIND_TRIAL,
             names.TRIAL_ID: str(trial_id),
@@ -248,11 +259,11 @@ class MemorySink:
             experiment_name=parent.experiment_name,
             parent_run_id=parent_run_id,
             params=dict(params or {}),
-            tags=tags,
+            tags=all_tags,
             run_key=run_key,
         )
 
-    def log_metrics(self, run_id, metrics_by_step):
+    def log_metrics(self, run_id: str, metrics_by_step: Sequence[StepMetrics]) -> None:
         run = self._run(run_id)
         rows = [
             (int(step), key, metric_value(key, value))
@@ -262,7 +273,15 @@ class MemorySink:
         with self._lock:
             run.metrics.extend(rows)
 
-    def _finish(self, run_id, status, summary_metrics, artifacts, failure_reason, tags):
+    def _finish(
+        self,
+        run_id: str,
+        status: str,
+        summary_metrics: Mapping[str, float] | None,
+        artifacts: Artifacts | None,
+        failure_reason: str | None,
+        tags: Mapping[str, str] | None,
+    ) -> None:
         run = self._run(run_id)
         check_status(status)
         summary = {k: metric_value(k, v) for k, v in (summary_metrics or {}).items()}
@@ -275,26 +294,26 @@ class MemorySink:
 
     def finish_trial(
         self,
-        run_id,
-        status,
+        run_id: str,
+        status: str,
         *,
-        summary_metrics=None,
-        artifacts=None,
-        failure_reason=None,
-        tags=None,
-    ):
+        summary_metrics: Mapping[str, float] | None = None,
+        artifacts: Artifacts | None = None,
+        failure_reason: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
         self._finish(run_id, status, summary_metrics, artifacts, failure_reason, tags)
 
     def finish_search(
         self,
-        parent_run_id,
-        status,
+        parent_run_id: str,
+        status: str,
         *,
-        summary_metrics=None,
-        artifacts=None,
-        failure_reason=None,
-        tags=None,
-    ):
+        summary_metrics: Mapping[str, float] | None = None,
+        artifacts: Artifacts | None = None,
+        failure_reason: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
         self._finish(parent_run_id, status, summary_metrics, artifacts, failure_reason, tags)
 
     def flush(self, timeout_s: float = 30.0) -> bool:

@@ -10,14 +10,17 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reset_tune.tracking import names
 from reset_tune.tracking.queries import _client
 from reset_tune.tracking.records import string_params, string_tags
 
+if TYPE_CHECKING:  # MLflow is imported on first use, not with this module
+    from mlflow import MlflowClient
 
-def _log_artifacts(client, run_id: str, artifacts: Mapping[str, bytes | str]) -> None:
+
+def _log_artifacts(client: MlflowClient, run_id: str, artifacts: Mapping[str, bytes | str]) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory() as tmp:
         for path, content in artifacts.items():
