@@ -49,7 +49,9 @@ the default 200 as one more value of weight `PRIOR_WEIGHT`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypedDict, TypeVar
 
 import numpy as np
 
@@ -81,8 +83,18 @@ FALLBACK_SD = 1.5
 HISTORY_SD = 0.7  # ln units: how far apart good rates are within one search
 Z90 = 1.6448536269514722
 RATE_BOUNDS = (1e-4, 0.2)
-DEFAULTS = {"reset_layers": "all", "patience": 200, "checkpoint_metric": "val_loss",
-            "adaptive": True}  # fmt: skip
+
+
+class _ResetDefaults(TypedDict):
+    reset_layers: str
+    patience: int
+    checkpoint_metric: str
+    adaptive: bool
+
+
+DEFAULTS: _ResetDefaults = {"reset_layers": "all", "patience": 200,
+                            "checkpoint_metric": "val_loss", "adaptive": True}  # fmt: skip
+_Choice = TypeVar("_Choice")
 
 
 def features(description: SettingDescription) -> dict[str, float]:
@@ -137,7 +149,7 @@ class Evidence:
 class Combined:
     resetting: bool
     reset_prob: float
-    reset_prob_interval: tuple[float, float] | None
+    reset_prob_interval: tuple[float, float]  # 90 % interval of `rate_if_on`, also when off
     reset_layers: str
     patience: int
     checkpoint_metric: str
@@ -160,8 +172,8 @@ def _normal_cdf(z: float) -> float:
     return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
 
 
-def _vote(values: list[tuple[object, float]], default: object) -> object:
-    tally: dict[str, tuple[object, float]] = {repr(default): (default, PRIOR_WEIGHT)}
+def _vote(values: Sequence[tuple[_Choice, float]], default: _Choice) -> _Choice:
+    tally: dict[str, tuple[_Choice, float]] = {repr(default): (default, PRIOR_WEIGHT)}
     for value, weight in values:
         key = repr(value)
         tally[key] = (value, tally.get(key, (value, 0.0))[1] + weight)
@@ -246,8 +258,12 @@ def combine(
         p_gain = _normal_cdf(expected_gain / gain_sd)
     probe = new.probe
     theory_on = verdict in (HELPS, UNCERTAIN)
-    history_decides = total >= MIN_EVIDENCE and expected_gain is not None
-    history_margin = history_decides and expected_gain > 0 and (p_gain or 0.0) >= HISTORY_MARGIN_P
+    # The expected gain when past searches weigh enough to decide; None when they do not.
+    history_gain = expected_gain if total >= MIN_EVIDENCE else None
+    history_decides = history_gain is not None
+    history_margin = (
+        history_gain is not None and history_gain > 0 and (p_gain or 0.0) >= HISTORY_MARGIN_P
+    )
     history_line = (
         f"{len(evidence)} similar past search(es) (total weight {total:.2f}, effective "
         f"{n_eff:.1f}): expected gain {expected_gain:+.2%} of clean test accuracy"
@@ -259,8 +275,8 @@ def combine(
     advice: tuple[str, ...] = ()
     if memorised and figures is not None:
         # Memorisation to counter, and the window measured: history, else the theory, decides.
-        if history_decides:
-            resetting = expected_gain > 0
+        if history_gain is not None:
+            resetting = history_gain > 0
             basis = "history and theory"
             reasons.append(history_line)
             if theory_on != resetting:

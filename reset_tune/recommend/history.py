@@ -30,6 +30,7 @@ from reset_tune.config import TrainConfig
 from reset_tune.errors import ConfigError, DataError
 from reset_tune.recommend.probe import ProbeResult, probe_dynamics
 from reset_tune.recommend.profile import DatasetProfile, profile_dataset
+from reset_tune.tracking import RunSummary
 from reset_tune.tracking import names as tracking_names
 
 DESCRIPTION_ARTIFACT = "recommend/description.json"
@@ -169,7 +170,7 @@ class _Unusable(Exception):
     pass
 
 
-def _trial_record(run) -> TrialRecord:
+def _trial_record(run: RunSummary) -> TrialRecord:
     from reset_tune.tracking import config_from_params
 
     try:
@@ -191,7 +192,7 @@ def _trial_record(run) -> TrialRecord:
     )
 
 
-def _past_search(tracking_uri: str, parent) -> PastSearch:
+def _past_search(tracking_uri: str, parent: RunSummary) -> PastSearch:
     from reset_tune.tracking import trial_runs
     from reset_tune.tracking.names import FINISHED
 

@@ -148,13 +148,18 @@ def estimate_drift_diffusion(
     pairs = np.array(_displacement_pairs(points)).reshape(-1, 2)
     used = estimator if estimator == GRADIENT or len(pairs) else GRADIENT
 
-    def summarise(chosen: np.ndarray, samples: list[np.ndarray], pair_rows: np.ndarray):
+    def summarise(
+        chosen: np.ndarray, samples: list[np.ndarray], pair_rows: np.ndarray
+    ) -> tuple[float, float, float | None, float, float, float]:
+        """(v, gradient v, displacement v, D, L, η) averaged over the `chosen` points."""
         gradient_v = float(np.mean([-samples[i].mean() for i in chosen]))
         d = float(np.mean([step_times[i] * samples[i].var(ddof=1) / 2.0 for i in chosen]))
         displacement_v = (
             -float(pair_rows[:, 0].sum() / pair_rows[:, 1].sum()) if len(pair_rows) else None
         )
-        v = gradient_v if used == GRADIENT else displacement_v
+        # No pairs means no displacement figure; `used` is then GRADIENT (resampling keeps the
+        # number of pairs).
+        v = gradient_v if used == GRADIENT or displacement_v is None else displacement_v
         return (
             v,
             gradient_v,
@@ -329,9 +334,11 @@ class ProbeResult:
         ]
         figures = values.get("figures")
         if figures is not None:
-            figures = DriftDiffusion(
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in figures.items()}
-            )
+            # JSON has no tuples: the intervals come back as lists.
+            fields: dict[str, Any] = {
+                k: tuple(v) if isinstance(v, list) else v for k, v in figures.items()
+            }
+            figures = DriftDiffusion(**fields)
         return cls(**{**values, "points": points, "figures": figures})
 
     def describe_memorisation(self) -> str:
@@ -481,9 +488,12 @@ class _Probe(Callback):
         )  # fmt: skip
         lr = float(run.optimizer.param_groups[0]["lr"])
         momentum = config.momentum if config.optimizer == "sgd" else 0.0
+        best_step = run.resetter.best_step
+        if best_step is None:  # measured only once armed, and arming needs a θbest
+            raise RuntimeError("the dynamics probe measured before the run had a best checkpoint")
         return ProbePoint(
             step=run.step,
-            best_step=int(run.resetter.best_step),
+            best_step=best_step,
             distance=distance,
             step_time=theory.effective_step_time(lr, momentum),
             projections=tuple(projections),

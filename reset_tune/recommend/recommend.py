@@ -126,7 +126,7 @@ class Recommendation:
         rows: list[tuple[str, str]] = []
         rows.append(("verdict", f"resetting {c.verdict}: {c.verdict_reason}"))
         if c.resetting:
-            low, high = c.reset_prob_interval or (math.nan, math.nan)
+            low, high = c.reset_prob_interval
             rows.append(("reset_prob", f"{c.reset_prob:.4g}  (90% interval {low:.3g}–{high:.3g})"))
             rows.append(("reset_layers", c.reset_layers))
             rows.append(("checkpoint policy", f"patience {c.patience}, θbest by "
@@ -187,8 +187,7 @@ class Recommendation:
         train["noise"] = self.config["noise"]
         lr = float(self.config["lr"])
         # Off or on, the interval is where the evidence puts r should resetting be tried.
-        rate = c.reset_prob if c.resetting else (c.rate_if_on or c.reset_prob)
-        low, high = c.reset_prob_interval or (rate / 3, rate * 3)
+        low, high = c.reset_prob_interval
         center = c.reset_prob if c.resetting else math.sqrt(low * high)
         low, high = min(low, center / 1.5), max(high, center * 1.5)
         layer_choices = [c.reset_layers] + [x for x in ("all", "head") if x != c.reset_layers]
