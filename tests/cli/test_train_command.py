@@ -184,6 +184,7 @@ def test_arming_on_memorisation_says_why_it_never_armed(tmp_path, capsys):
     assert "resetting never armed: memorisation never began" in captured.err
 
 
+@pytest.mark.integration  # 1,000 training steps of a cnn (~30 s)
 def test_summary_says_when_memorisation_began(tmp_path, capsys):
     # digits, 40 % noise, cnn, batch 32: memorises within a few hundred steps (DESIGN §1).
     out = tmp_path / "o"

@@ -8,6 +8,7 @@ labels, and the drift the probe measures there is wandering.
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from reset_tune.config import TrainConfig
@@ -18,6 +19,7 @@ SETTING = dict(dataset="digits", noise="symmetric:0.4", batch_size=32, steps=800
                device="cpu")  # fmt: skip
 
 
+@pytest.mark.integration  # trains for many seconds
 def test_heavy_weight_decay_never_memorises_so_resetting_cannot_act():
     torch.set_num_threads(1)
     answer = recommend(TrainConfig(weight_decay=0.05, **SETTING), tracking_uri=None, log=False)

@@ -115,6 +115,7 @@ def test_the_direction_points_to_the_best_weights():
     assert direction["theta"].tolist() == pytest.approx([0.6, 0.8])
 
 
+@pytest.mark.integration  # trains for many seconds
 def test_a_real_probe_measures_after_validation_stops_improving():
     torch.set_num_threads(1)
     config = TrainConfig(dataset="digits", noise="symmetric:0.5", batch_size=16, steps=1500,

@@ -82,6 +82,7 @@ def test_simulated_time_without_resetting_is_l_over_v():
     assert times.mean == pytest.approx(0.5, rel=0.05)
 
 
+@pytest.mark.integration  # a long simulation (10-20 s)
 def test_the_simulated_optimal_rate_is_the_numerical_one():
     pe = 0.0
     optimum = theory.optimal_scaled_rate(pe)
