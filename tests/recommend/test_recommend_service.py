@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from reset_tune.cli.main import main
 from reset_tune.config import TrainConfig
 from reset_tune.recommend import read_history, recommend
 from reset_tune.recommend.history import DESCRIPTION_ARTIFACT, SettingDescription, _past_search
@@ -21,7 +22,7 @@ from reset_tune.tracking.server import start_local_server
 
 from .fabricate import description
 
-pytestmark = pytest.mark.integration  # a real MLflow server (and Ray) per test session
+pytestmark = pytest.mark.integration  # a real MLflow server, and the session's Ray cluster
 
 CLI = [sys.executable, "-m", "reset_tune.cli.main"]
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
@@ -198,11 +199,15 @@ TINY = {
 }  # fmt: skip
 
 
-def test_recommend_end_to_end_after_a_tiny_real_search(server, client, tmp_path):
+def test_recommend_end_to_end_after_a_tiny_real_search(
+    server, client, ray_cluster, tmp_path, capsys, monkeypatch
+):
     spec = tmp_path / "tiny.yaml"
     spec.write_text(yaml.safe_dump(TINY))
     state = str(tmp_path / "state")
-    done = _cli("search", str(spec), "--mlflow-uri", server.uri, "--state-dir", state, "--json")
+    # On the session's two-node cluster (tests/conftest.py) rather than a Ray of its own.
+    done = _cli("search", str(spec), "--address", ray_cluster, "--mlflow-uri", server.uri,
+                "--state-dir", state, "--json")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     search_id = json.loads(done.stdout)["search_id"]
 
@@ -255,10 +260,14 @@ def test_recommend_end_to_end_after_a_tiny_real_search(server, client, tmp_path)
     assert table.returncode == 0 and "reset_prob" in table.stdout and search_id[:20] in table.stdout
     first = table.stdout.splitlines()[0]
     assert first.startswith("verdict ") and f" resetting {rec['verdict']}: " in first
-    again = _cli(*args, "--write-spec", str(written))
-    assert again.returncode == 2 and "exists" in again.stderr
-    assert again.stderr.strip().count("\n") == 0
-    dead = _cli("recommend", "--dataset", "digits", "--mlflow-uri", "http://127.0.0.1:9")
-    assert dead.returncode == 1 and "cannot read past searches" in dead.stderr
-    no_dataset = _cli("recommend", "--no-history", "--no-log")
-    assert no_dataset.returncode == 2 and "--dataset" in no_dataset.stderr
+    # Usage errors in-process, through the `main` the console script calls.
+    for key in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(key, raising=False)  # as in the subprocesses' environment
+    capsys.readouterr()
+    assert main([*args, "--write-spec", str(written)]) == 2
+    err = capsys.readouterr().err
+    assert "exists" in err and err.strip().count("\n") == 0
+    assert main(["recommend", "--dataset", "digits", "--mlflow-uri", "http://127.0.0.1:9"]) == 1
+    assert "cannot read past searches" in capsys.readouterr().err
+    assert main(["recommend", "--no-history", "--no-log"]) == 2
+    assert "--dataset" in capsys.readouterr().err
