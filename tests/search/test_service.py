@@ -23,7 +23,7 @@ from reset_tune.search.record import find_search
 from reset_tune.search.trainable import evaluation_rows
 from reset_tune.search.tune_files import read_experiment
 from reset_tune.tracking import find_search_runs, metric_history, start_local_server, trial_runs
-from reset_tune.tracking.server import free_port, stop_process_group
+from reset_tune.tracking.server import stop_process_group
 
 CLI = [sys.executable, "-m", "reset_tune.cli.main"]
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
@@ -31,82 +31,10 @@ ENV.pop("RAY_ADDRESS", None)
 ENV.pop("MLFLOW_TRACKING_URI", None)
 
 
-def _ray_start(args: list[str], log: Path) -> subprocess.Popen:
-    ray = Path(sys.executable).parent / "ray"
-    with open(log, "wb") as out:
-        return subprocess.Popen(
-            [str(ray), "start", "--block", *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=ENV,
-            start_new_session=True,
-        )
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A Ray head (1 CPU) and a second node (1 CPU) joined to it: two nodes on one machine."""
-    import ray
-
-    logs = tmp_path_factory.mktemp("ray-logs")
-    port = free_port()
-    common = ["--num-cpus=1", "--num-gpus=0", "--object-store-memory=100000000"]
-    head = _ray_start(
-        [
-            "--head",
-            "--node-ip-address=127.0.0.1",
-            f"--port={port}",
-            "--include-dashboard=false",
-            f"--ray-client-server-port={free_port()}",
-            f"--dashboard-agent-listen-port={free_port()}",
-            *common,
-        ],
-        logs / "head.log",
-    )
-    processes = [head]
-    address = f"127.0.0.1:{port}"
-    try:
-        _wait_nodes(address, 1, logs / "head.log")
-        worker = _ray_start(
-            [
-                f"--address={address}",
-                "--node-ip-address=127.0.0.1",
-                f"--dashboard-agent-listen-port={free_port()}",
-                *common,
-            ],
-            logs / "worker.log",
-        )
-        processes.append(worker)
-        _wait_nodes(address, 2, logs / "worker.log")
-        yield address
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        for process in reversed(processes):
-            stop_process_group(process.pid, timeout_s=20)
-
-
-def _wait_nodes(address: str, count: int, log: Path, timeout_s: float = 90) -> None:
-    probe = (
-        "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
-        "print(sum(1 for n in ray.nodes() if n['Alive']))"
-    )
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        done = subprocess.run(
-            [sys.executable, "-c", probe, address], capture_output=True, text=True, env=ENV
-        )
-        if done.returncode == 0 and done.stdout.strip().splitlines()[-1:] == [str(count)]:
-            return
-        time.sleep(1)
-    pytest.fail(f"the Ray cluster did not reach {count} node(s):\n{log.read_text()[-3000:]}")
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    server = start_local_server(tmp_path_factory.mktemp("mlflow"))
-    yield server
-    server.stop()
+@pytest.fixture
+def cluster(ray_cluster):
+    """The session's two-node Ray cluster (tests/conftest.py): two nodes of 1 CPU each."""
+    return ray_cluster
 
 
 def _spec(tmp_path: Path, name: str, **changes) -> Path:
@@ -371,7 +299,7 @@ def test_resume_after_the_driver_was_killed(cluster, mlflow_server, tmp_path):
 
 
 @pytest.mark.integration
-def test_a_tracking_outage_loses_nothing_after_sync(cluster, tmp_path):
+def test_a_tracking_outage_loses_nothing_after_sync(cluster, tmp_path, capsys):
     server = start_local_server(tmp_path / "mlflow")
     port = server.port
     spec = _spec(tmp_path, "outage", trials=3, train={"steps": 300})
@@ -394,14 +322,11 @@ def test_a_tracking_outage_loses_nothing_after_sync(cluster, tmp_path):
 
     server = start_local_server(tmp_path / "mlflow", port=port)
     try:
-        synced = subprocess.run(
-            [*CLI, "sync", search_id, "--mlflow-uri", server.uri, "--state-dir", str(state)],
-            capture_output=True,
-            text=True,
-            env=ENV,
-            timeout=300,
-        )
-        assert synced.returncode == 0, synced.stderr[-3000:]
+        # `sync` in-process (the `main` the console script calls): no torch/MLflow import again.
+        sync = ["sync", search_id, "--mlflow-uri", server.uri, "--state-dir", str(state)]
+        capsys.readouterr()
+        code = main(sync)
+        assert code == 0, capsys.readouterr().err[-3000:]
         parent = next(r for r in find_search_runs(server.uri, "outage"))
         assert parent.status == "FINISHED"
         children = trial_runs(server.uri, parent.run_id)
@@ -410,14 +335,10 @@ def test_a_tracking_outage_loses_nothing_after_sync(cluster, tmp_path):
             history = metric_history(server.uri, child.run_id, names.VAL_LOSS)
             assert [s for s, _ in history] == [50, 100, 150, 200, 250, 300]
             assert names.TEST_ACC in child.metrics
-        again = subprocess.run(
-            [*CLI, "sync", search_id, "--mlflow-uri", server.uri, "--state-dir", str(state)],
-            capture_output=True,
-            text=True,
-            env=ENV,
-            timeout=300,
-        )
-        assert again.returncode == 0 and "3 already complete" in again.stdout, again.stdout
+        capsys.readouterr()
+        code = main(sync)
+        again = capsys.readouterr().out
+        assert code == 0 and "3 already complete" in again, again
     finally:
         server.stop()
 
