@@ -20,7 +20,6 @@ The data of each seed are prepared once, here, and shipped to every node's objec
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
@@ -37,6 +36,12 @@ from reset_tune.config import TrainConfig
 from reset_tune.engine import prepare_data
 from reset_tune.engine.runtime import provenance
 from reset_tune.errors import ConfigError, ResetTuneError
+from reset_tune.search.parent_run import (
+    build_report,
+    finish_search_run,
+    search_params,
+    search_tags,
+)
 from reset_tune.search.racing import Race, RaceRules, split_race_params
 from reset_tune.search.record import (
     FINISHED,
@@ -50,10 +55,6 @@ from reset_tune.search.record import (
 )
 from reset_tune.search.report import (
     SearchReport,
-    best_config_text,
-    configurations,
-    outcomes,
-    param_importances,
 )
 from reset_tune.search.space import (
     enqueue_configurations,
@@ -85,15 +86,10 @@ from reset_tune.tracking import (
     TrackingSink,
     resolve_tracking_uri,
     run_url,
-    string_params,
 )
-from reset_tune.tracking.names import FAILED as RUN_FAILED
-from reset_tune.tracking.names import FINISHED as RUN_FINISHED
 from reset_tune.tracking.names import KILLED as RUN_KILLED
 
 DONE_STATES = ("COMPLETE", "PRUNED", "FAIL")
-VERDICT_TAG = "reset_tune.verdict"  # the parent run's verdict word (helps, no evidence, ...)
-VERDICT_LINE_TAG = "reset_tune.verdict_line"  # and the whole line
 INTERRUPTED_ATTR = "reset_tune.interrupted"  # an Optuna trial left running by a killed driver
 
 
@@ -167,7 +163,7 @@ def run_search(spec_path: str | os.PathLike | None, options: SearchOptions) -> S
             _run_segment(spec, record, study, sink, parent, options, say)
         report = build_report(spec, record, study)
         report.tracking_uri = tracking_uri
-        finish_search_run(sink, parent, spec, record, report)
+        finish_search_run(sink, parent, record, report)
         sink.flush(timeout_s=30.0)
         run_id = getattr(sink, "mlflow_run_id", lambda _h: None)(parent)
         record.mlflow_parent_run_id = run_id
@@ -628,104 +624,6 @@ def provenance_commit() -> str | None:
     import torch
 
     return provenance(torch.device("cpu")).get("commit")
-
-
-# -- the parent run --------------------------------------------------------------------------------
-def search_params(spec: SearchSpec) -> dict[str, Any]:
-    params: dict[str, Any] = {f"train.{k}": v for k, v in spec.train.items()}
-    params.update(
-        {
-            "objective": spec.objective.metric,
-            "racing": (
-                "off"
-                if spec.racing is None
-                else f"max_seeds={spec.racing.max_seeds},z={spec.racing.z:g}"
-            ),
-            "trials": spec.trials,
-            "concurrency": spec.concurrency,
-            "seeds": ",".join(map(str, spec.seeds)),
-            "resources.cpus": spec.resources.cpus,
-            "resources.gpus": spec.resources.gpus,
-            "scheduler": spec.scheduler.type,
-            "sampler.seed": spec.sampler.seed,
-        }
-    )
-    for name, value in spec.params.items():
-        params[f"space.{name}"] = json.dumps(
-            value if not hasattr(value, "model_dump") else value.model_dump(exclude_none=True)
-        )
-    return string_params(params)
-
-
-def search_tags(spec: SearchSpec) -> dict[str, str]:
-    from reset_tune.tracking import config_tags, names
-
-    tags = config_tags({**spec.fixed})
-    tags[names.PACKAGE_VERSION] = __version__
-    tags["mlflow.note.content"] = spec.description or f"reset-tune search of {spec.source}"
-    return tags
-
-
-def build_report(
-    spec: SearchSpec, record: SearchRecord, study: optuna.Study | None
-) -> SearchReport:
-    trials = [t for seg in record.segments for t in read_experiment(record.tune_dir / seg.name)]
-    listed = outcomes(
-        spec, trials, numbers=record.trial_numbers, interrupted=record.interrupted_trials
-    )
-    # A trial re-run on resume appears twice; only the attempt that ran to its end counts.
-    listed = [t for t in listed if t.tune_trial_id not in record.interrupted_trials]
-    importances = param_importances(study) if study is not None else {}
-    racing = spec.racing is not None
-    grouped = (
-        configurations(spec, listed, numbers=record.trial_numbers, race=record.race)
-        if racing
-        else listed
-    )
-    return SearchReport(
-        search_id=record.search_id,
-        objective_metric=spec.objective.metric,
-        mode=spec.mode,
-        trials=grouped,
-        importances=importances,
-        racing=racing,
-        runs=listed if racing else [],
-        steps=int(TrainConfig.from_dict(spec.fixed).steps),
-    )
-
-
-def finish_search_run(
-    sink: TrackingSink, parent: str, spec: SearchSpec, record: SearchRecord, report: SearchReport
-) -> None:
-    artifacts: dict[str, bytes | str] = {
-        "spec.yaml": record.spec_text,
-        "best_config.json": best_config_text(report),
-        "importances.json": json.dumps(report.importances, indent=2) + "\n",
-        "trials.json": json.dumps(report.to_json()["trials"], indent=2, default=str) + "\n",
-        "table.txt": report.table(top=len(report.trials)) + "\n",
-    }
-    if report.complete:
-        artifacts["comparison.png"] = report.comparison_plot()
-    verdict = report.verdict()
-    artifacts["verdict.json"] = json.dumps(verdict.to_json(), indent=2, default=str) + "\n"
-    if record.race is not None:
-        artifacts["race.json"] = json.dumps(record.race, indent=2) + "\n"
-    tags = {VERDICT_TAG: verdict.word, VERDICT_LINE_TAG: verdict.line()}
-    best = report.best
-    if best is not None:
-        tags["reset_tune.best_trial"] = best.label
-    status = RUN_FINISHED if report.complete else RUN_FAILED
-    metrics = report.summary_metrics()
-    for name, value in report.importances.items():
-        metrics[f"importance/{name}"] = value
-    sink.finish_search(
-        parent,
-        status,
-        summary_metrics=metrics,
-        artifacts=artifacts,
-        tags=tags,
-        failure_reason=None if report.complete else "no trial completed",
-    )
 
 
 # -- the Ray connection ---------------------------------------------------------------------------

@@ -15,18 +15,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from reset_tune.errors import ResetTuneError
-from reset_tune.search.labels import run_label
+from reset_tune.search.parent_run import (
+    build_report,
+    finish_search_run,
+    search_params,
+    search_tags,
+)
 from reset_tune.search.record import FINISHED, SearchRecord
 from reset_tune.search.spec import SearchSpec
-from reset_tune.search.tracker import (
-    evaluation_metrics,
-    finish_complete_trial,
-    run_tags,
-    trial_params,
+from reset_tune.search.trial_run import (
+    evaluation_key,
+    finish_trial_run,
+    new_evaluations,
+    start_trial_run,
     trial_run_key,
 )
-from reset_tune.search.tune_files import COMPLETE, FAILED, PRUNED, read_experiment
-from reset_tune.tracking import MlflowSink, metric_history, replay_outbox, trial_runs
+from reset_tune.search.tune_files import INTERRUPTED, TuneTrial, read_experiment
+from reset_tune.tracking import MlflowSink, TrackingSink, metric_history, replay_outbox, trial_runs
 from reset_tune.tracking import names as tracking_names
 
 
@@ -44,13 +49,6 @@ class SyncReport:
 
 
 def sync_search(record: SearchRecord, tracking_uri: str) -> SyncReport:
-    from reset_tune.search.driver import (
-        build_report,
-        finish_search_run,
-        search_params,
-        search_tags,
-    )
-
     report = SyncReport()
     replayed = replay_outbox(record.outbox_dir, tracking_uri)
     report.outbox_runs = replayed.runs_completed
@@ -88,36 +86,18 @@ def sync_search(record: SearchRecord, tracking_uri: str) -> SyncReport:
                 if present is not None and present.status in tracking_names.END_STATUSES:
                     report.trials_present += 1
                     continue
-                logged_steps = _logged_steps(tracking_uri, present)
-                number = record.trial_numbers.get(trial.trial_id)
-                label = run_label(spec, trial.trial_id, trial.params, number)
-                params = trial_params(spec, trial.params)
-                tags = run_tags(spec, trial.params, params, number)
-                handle = sink.start_trial(
-                    parent, trial.trial_id, params=params, tags=tags, run_name=label, run_key=key
+                report.metrics_logged += record_tune_trial(
+                    sink,
+                    parent,
+                    spec,
+                    record,
+                    trial,
+                    logged=_logged_steps(tracking_uri, present),
                 )
-                rows = []
-                for row in trial.evaluation_rows:
-                    step = int(row["step"])
-                    if (int(row.get("seed_index", 0)), step) in logged_steps:
-                        continue
-                    rows.append((step, evaluation_metrics(row, seeds=spec.seeds_per_trial)))
-                report.metrics_logged += sum(len(m) for _, m in rows)
-                if rows:
-                    sink.log_metrics(handle, rows)
-                outcome = trial.outcome(pruning=spec.prunes, interrupted=record.interrupted_trials)
-                if outcome == COMPLETE:
-                    finish_complete_trial(sink, handle, spec, trial.final_row, label)
-                elif outcome == FAILED:
-                    sink.finish_trial(
-                        handle, tracking_names.FAILED, failure_reason=trial.failure_reason
-                    )
-                elif outcome == PRUNED:
-                    sink.finish_trial(handle, tracking_names.KILLED, failure_reason="stopped early")
                 report.trials_recorded += 1
         if finished and not _ended(tracking_uri, parent_id):
             search_report = build_report(spec, record, None)
-            finish_search_run(sink, parent, spec, record, search_report)
+            finish_search_run(sink, parent, record, search_report)
         if not sink.flush(timeout_s=120.0):
             raise SyncFailed(
                 f"the tracking server at {tracking_uri} stopped answering during sync; what was "
@@ -126,6 +106,47 @@ def sync_search(record: SearchRecord, tracking_uri: str) -> SyncReport:
     finally:
         sink.close()
     return report
+
+
+def record_tune_trial(
+    sink: TrackingSink,
+    parent: str,
+    spec: SearchSpec,
+    record: SearchRecord,
+    trial: TuneTrial,
+    *,
+    logged: set[tuple[int, int]] | None = None,
+) -> int:
+    """Record one trial from its Tune files as the live tracker would have: its run (found
+    again by its run key), the evaluations not in `logged` ((seed index, step) pairs the run
+    already has), and its end, unless the search was stopped while it ran (then the run stays
+    open for a resumed search). Returns the number of metric values logged."""
+    handle, label = start_trial_run(
+        sink,
+        parent,
+        spec,
+        record.search_id,
+        trial.trial_id,
+        trial.params,
+        record.trial_numbers.get(trial.trial_id),
+    )
+    rows = trial.evaluation_rows
+    batch = new_evaluations(rows, set(logged or ()), seeds=spec.seeds_per_trial)
+    if batch:
+        sink.log_metrics(handle, batch)
+    outcome = trial.outcome(pruning=spec.prunes, interrupted=record.interrupted_trials)
+    if outcome != INTERRUPTED:
+        finish_trial_run(
+            sink,
+            handle,
+            spec,
+            outcome,
+            label=label,
+            final_row=trial.final_row,
+            failure_reason=trial.failure_reason,
+            last_step=max((evaluation_key(row)[1] for row in rows), default=0),
+        )
+    return sum(len(metrics) for _, metrics in batch)
 
 
 def _logged_steps(tracking_uri: str, run) -> set[tuple[int, int]]:

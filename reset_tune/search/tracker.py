@@ -15,109 +15,33 @@ thread, an output stream), so what is pickled is an inert placeholder.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ray.tune import Callback
 
 from reset_tune import names
-from reset_tune.search.labels import configuration_label, run_label
+from reset_tune.search.labels import run_label
 from reset_tune.search.racing import RACE_SEED
-from reset_tune.search.spec import RESET_PROB, RESETTING, SearchSpec
-from reset_tune.search.trainable import (
-    FAILURE_REASON,
-    FINAL_KEYS,
-    OBJECTIVE,
-    RESULT_JSON,
-    SEED_INDEX,
-    evaluation_rows,
-    results_from_row,
-    trial_summary,
+from reset_tune.search.spec import SearchSpec
+from reset_tune.search.trainable import FAILURE_REASON, OBJECTIVE, RESULT_JSON, evaluation_rows
+from reset_tune.search.trial_run import (
+    evaluation_key,
+    finish_trial_run,
+    new_evaluations,
+    start_trial_run,
+    trial_run_key,
 )
-from reset_tune.search.tune_files import metric_items
-from reset_tune.tracking import TrackingSink, config_tags
-from reset_tune.tracking import names as tracking_names
-from reset_tune.tracking.names import FAILED, FINISHED, KILLED
+from reset_tune.search.tune_files import COMPLETE, FAILED, INTERRUPTED, PRUNED
+from reset_tune.tracking import TrackingSink
 
-OPTUNA_TRIAL_TAG = "reset_tune.optuna_trial"
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial
 
-
-def trial_run_key(search_id: str, tune_trial_id: str) -> str:
-    return f"{search_id}.{tune_trial_id}"
-
-
-def trial_params(spec: SearchSpec, config: Mapping[str, Any]) -> dict[str, Any]:
-    """What a trial's MLflow run records as parameters: its resolved config and the switch.
-
-    With several seeds, ``seed`` is the first and ``seeds`` lists them all.
-    """
-    resolved = spec.config_for(config).to_dict()
-    params: dict[str, Any] = dict(resolved)
-    if spec.has_off_arm:
-        params[RESETTING] = config.get(RESETTING, "on" if resolved[RESET_PROB] > 0 else "off")
-    if spec.seeds_per_trial > 1:
-        params["seeds"] = ",".join(str(s) for s in spec.seeds)
-    return params
-
-
-def run_tags(
-    spec: SearchSpec, tune_config: Mapping[str, Any], params: Mapping[str, Any], number: int | None
-) -> dict[str, str]:
-    """A trial run's tags: its config's, its Optuna trial and (racing) its configuration."""
-    tags = config_tags(params)
-    if number is not None:
-        tags[OPTUNA_TRIAL_TAG] = str(number)
-    if spec.racing is not None:
-        tags[tracking_names.CONFIGURATION] = configuration_label(spec, tune_config, number)
-        tags[tracking_names.RACE_SEED] = str(params["seed"])
-    return tags
-
-
-def evaluation_metrics(row: Mapping[str, Any], *, seeds: int) -> dict[str, float]:
-    """One evaluation row as MLflow metrics: with several seeds, keys are ``seed<i>/<key>``."""
-    metrics = metric_items(dict(row))
-    for key in (names.STEP, "seed", SEED_INDEX, *FINAL_KEYS):
-        metrics.pop(key, None)
-    if seeds > 1:
-        index = int(row.get(SEED_INDEX, 0))
-        metrics = {f"seed{index}/{k}": v for k, v in metrics.items()}
-    return metrics
-
-
-def summary_metrics(spec: SearchSpec, row: Mapping[str, Any]) -> dict[str, float]:
-    """A final row's summary metrics (means over seeds), recomputed from its full results."""
-    return trial_summary(spec, results_from_row(row))
-
-
-def trial_artifacts(row: Mapping[str, Any], label: str) -> dict[str, bytes | str]:
-    """The curve plot (one curve per seed), the resolved config and the full results."""
-    from reset_tune.plots import render_curves
-
-    results = results_from_row(row)
-    curves = {
-        (label if len(results) == 1 else f"{label} seed {r.config.get('seed')}"): r for r in results
-    }
-    return {
-        "curves.png": render_curves(curves),
-        "config.json": json.dumps(results[0].config, indent=2, sort_keys=True) + "\n",
-        "result.json": json.dumps([r.to_dict() for r in results], indent=2, default=str) + "\n",
-    }
-
-
-def finish_complete_trial(
-    sink: TrackingSink, handle: str, spec: SearchSpec, final: Mapping[str, Any], label: str
-) -> None:
-    """End a trial's run as FINISHED, with the summary and artifacts of its final row."""
-    sink.finish_trial(
-        handle,
-        FINISHED,
-        summary_metrics=summary_metrics(spec, final),
-        artifacts=trial_artifacts(final, label),
-    )
+__all__ = ["ProgressPrinter", "TrialTracker", "trial_run_key"]
 
 
 @dataclass
@@ -159,24 +83,26 @@ class TrialTracker(Callback):
         self.__dict__.update(state)
 
     # -- Tune's hooks -----------------------------------------------------------------------------
-    def on_trial_start(self, iteration, trials, trial, **info):
+    def on_trial_start(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         if self._inert or trial.trial_id in self._trials:
             return
-        number = self.trial_number(trial.trial_id)
-        label = run_label(self.spec, trial.trial_id, trial.config, number)
-        params = trial_params(self.spec, trial.config)
-        tags = {**self.tags, **run_tags(self.spec, trial.config, params, number)}
-        handle = self.sink.start_trial(
+        handle, label = start_trial_run(
+            self.sink,
             self.parent,
+            self.spec,
+            self.search_id,
             trial.trial_id,
-            params=params,
-            tags=tags,
-            run_name=label,
-            run_key=trial_run_key(self.search_id, trial.trial_id),
+            trial.config,
+            self.trial_number(trial.trial_id),
+            tags=self.tags,
         )
         self._trials[trial.trial_id] = _TrialLog(handle=handle, label=label)
 
-    def on_trial_result(self, iteration, trials, trial, result, **info):
+    def on_trial_result(
+        self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
+    ) -> None:
         log = None if self._inert else self._trials.get(trial.trial_id)
         if log is None:
             return
@@ -184,37 +110,39 @@ class TrialTracker(Callback):
             log.failure = str(result[FAILURE_REASON])
         if OBJECTIVE in result and RESULT_JSON in result:
             log.final = dict(result)  # its last evaluation is logged below, like the others
-        batch = []
-        for row in evaluation_rows(result):
-            key = (int(row.get(SEED_INDEX, 0)), int(row[names.STEP]))
-            if key in log.logged:
-                continue  # re-reported after a restart from an earlier checkpoint
-            log.logged.add(key)
-            step = int(row[names.STEP])
-            log.last_step = max(log.last_step, step)
-            batch.append((step, evaluation_metrics(row, seeds=self.spec.seeds_per_trial)))
+        rows = evaluation_rows(result)
+        batch = new_evaluations(rows, log.logged, seeds=self.spec.seeds_per_trial)
+        for row in rows:
+            log.last_step = max(log.last_step, evaluation_key(row)[1])
         if batch:
             self.sink.log_metrics(log.handle, batch)
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
+    def on_trial_complete(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         log = None if self._inert else self._trials.pop(trial.trial_id, None)
         if log is None:
             return
-        if log.final is not None:
-            finish_complete_trial(self.sink, log.handle, self.spec, log.final, log.label)
-        else:
-            self.sink.finish_trial(
-                log.handle,
-                KILLED,
-                failure_reason=f"stopped early by the scheduler at step {log.last_step}",
-            )
+        finish_trial_run(
+            self.sink,
+            log.handle,
+            self.spec,
+            COMPLETE if log.final is not None else PRUNED,
+            label=log.label,
+            final_row=log.final,
+            last_step=log.last_step,
+        )
 
-    def on_trial_error(self, iteration, trials, trial, **info):
+    def on_trial_error(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         log = None if self._inert else self._trials.pop(trial.trial_id, None)
         if log is None:
             return
         reason = log.failure or _error_line(trial) or "the trial raised an error"
-        self.sink.finish_trial(log.handle, FAILED, failure_reason=reason)
+        finish_trial_run(
+            self.sink, log.handle, self.spec, FAILED, label=log.label, failure_reason=reason
+        )
 
     # -- the driver's side ------------------------------------------------------------------------
     def has_running(self) -> bool:
@@ -224,10 +152,17 @@ class TrialTracker(Callback):
         """End the runs of trials still running (the search is stopping) as KILLED."""
         for trial_id in list(self._trials):
             log = self._trials.pop(trial_id)
-            self.sink.finish_trial(log.handle, KILLED, failure_reason=reason)
+            finish_trial_run(
+                self.sink,
+                log.handle,
+                self.spec,
+                INTERRUPTED,
+                label=log.label,
+                failure_reason=reason,
+            )
 
 
-def _error_line(trial) -> str | None:
+def _error_line(trial: Trial) -> str | None:
     try:
         text = trial.get_error()
     except Exception:  # noqa: BLE001 - a missing or unreadable error file: no reason to give
@@ -276,10 +211,12 @@ class ProgressPrinter(Callback):
         print(f"[{elapsed:6.0f}s] {text}", file=stream, flush=True)
         self._last_line = time.monotonic()
 
-    def _label(self, trial) -> str:
+    def _label(self, trial: Trial) -> str:
         return run_label(self.spec, trial.trial_id, trial.config, self.trial_number(trial.trial_id))
 
-    def on_trial_start(self, iteration, trials, trial, **info):
+    def on_trial_start(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         if self._inert:
             return
         config = self.spec.config_for(trial.config)
@@ -289,7 +226,9 @@ class ProgressPrinter(Callback):
             f"batch={config.batch_size}, layers={config.reset_layers}"
         )
 
-    def on_trial_result(self, iteration, trials, trial, result, **info):
+    def on_trial_result(
+        self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
+    ) -> None:
         if self._inert or names.STEP not in result:
             return
         self._steps[trial.trial_id] = int(result[names.STEP])
@@ -301,7 +240,9 @@ class ProgressPrinter(Callback):
             )
             self._print(f"{self.done}/{self.total} done; running: {running or 'none'}")
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
+    def on_trial_complete(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         if self._inert:
             return
         first_run = self.spec.racing is None or RACE_SEED not in trial.config
@@ -319,11 +260,11 @@ class ProgressPrinter(Callback):
                 value > self.best if self.spec.mode == "max" else value < self.best
             ):
                 self.best = value
-            test = result.get(names.TEST_ACC)
+            test = float(result.get(names.TEST_ACC, float("nan")))
             self._print(
                 f"{self._label(trial)} done ({self.done}/{self.total}): "
                 f"{self.spec.objective.metric} {value:.4f}, clean test acc "
-                f"{float(test):.4f}; best {self.spec.objective.metric} so far {self.best:.4f}"
+                f"{test:.4f}; best {self.spec.objective.metric} so far {self.best:.4f}"
             )
         else:
             self._print(
@@ -334,7 +275,9 @@ class ProgressPrinter(Callback):
         if self.race_summary is not None:
             self._print(f"  {self.race_summary()}")
 
-    def on_trial_error(self, iteration, trials, trial, **info):
+    def on_trial_error(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         if self._inert:
             return
         self.done += 1 if self.spec.racing is None or RACE_SEED not in trial.config else 0
