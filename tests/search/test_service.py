@@ -308,7 +308,12 @@ def test_a_tracking_outage_loses_nothing_after_sync(cluster, tmp_path, capsys):
     args = ["--address", cluster, "--mlflow-uri", server.uri, "--state-dir", str(state)]
     search = _start_search(str(spec), *args, "--json", log=log)
     try:
-        _wait_for(lambda: find_search_runs(server.uri, "outage"), "the parent run", process=search)
+        _wait_for(
+            lambda: find_search_runs(server.uri, "outage"),
+            "the parent run",
+            process=search,
+            log=log,
+        )
         server.stop()
         search.wait(timeout=420)
     finally:
