@@ -23,7 +23,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -33,6 +33,7 @@ import yaml
 
 from reset_tune import __version__
 from reset_tune.config import TrainConfig
+from reset_tune.data import DataSplits
 from reset_tune.engine import prepare_data
 from reset_tune.engine.runtime import provenance
 from reset_tune.errors import ConfigError, ResetTuneError
@@ -91,6 +92,9 @@ from reset_tune.tracking.names import KILLED as RUN_KILLED
 
 DONE_STATES = ("COMPLETE", "PRUNED", "FAIL")
 INTERRUPTED_ATTR = "reset_tune.interrupted"  # an Optuna trial left running by a killed driver
+
+
+Say = Callable[[str], None]  # prints one line of progress
 
 
 class SearchFailed(ResetTuneError):
@@ -333,7 +337,7 @@ def _run_segment(
     sink: TrackingSink,
     parent: str,
     options: SearchOptions,
-    say,
+    say: Say,
 ) -> None:
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
@@ -379,7 +383,7 @@ def _run_segment(
         steps_per_seed=int(TrainConfig.from_dict(spec.fixed).steps),
     )
     search: Any = searcher
-    if race is not None:
+    if race is not None and spec.racing is not None:  # (a race exists only with racing)
         from reset_tune.search.searcher import RacingSearch
 
         def save_race(state: dict[str, Any]) -> None:
@@ -427,12 +431,13 @@ def _run_segment(
     )
     progress.done = done
     scheduler = None
-    if isinstance(spec.scheduler, AshaScheduler):
+    max_t = spec.max_t  # set exactly when the scheduler is ASHA
+    if isinstance(spec.scheduler, AshaScheduler) and max_t is not None:
         scheduler = ASHAScheduler(
             time_attr="step",
             metric=RUNNING_OBJECTIVE,
             mode=spec.mode,
-            max_t=spec.max_t,
+            max_t=max_t,
             grace_period=spec.scheduler.grace_period,
             reduction_factor=spec.scheduler.reduction_factor,
         )
@@ -502,7 +507,7 @@ def _requeue_interrupted(
     study: optuna.Study,
     sink: TrackingSink,
     parent: str,
-    say,
+    say: Say,
 ) -> dict[str, str]:
     """Queue again what an interrupted segment left running; map their params to checkpoints.
 
@@ -510,7 +515,7 @@ def _requeue_interrupted(
     parameters are enqueued so that it runs next, and its trainable continues from the last
     checkpoint the interrupted trial saved. Their MLflow runs end as KILLED.
     """
-    from reset_tune.search.tracker import trial_run_key
+    from reset_tune.search.trial_run import trial_run_key
 
     stale = [t for t in study.get_trials(deepcopy=False) if t.state.name in ("RUNNING", "WAITING")]
     running = [t for t in stale if t.state.name == "RUNNING"]
@@ -524,21 +529,20 @@ def _requeue_interrupted(
     for segment in record.segments:
         if segment.finished:
             continue
-        for trial in read_experiment(record.tune_dir / segment.name):
-            if trial.final_row is not None or trial.failure_reason is not None:
+        for tune_trial in read_experiment(record.tune_dir / segment.name):
+            if tune_trial.final_row is not None or tune_trial.failure_reason is not None:
                 continue
-            number = record.trial_numbers.get(trial.trial_id)
+            number = record.trial_numbers.get(tune_trial.trial_id)
             if number is not None and number not in running_numbers:
                 continue  # pruned or finished as far as the study knows
             if number is None and spec.prunes:
                 continue  # cannot tell a pruned trial from an interrupted one: leave it
-            record.interrupted_trials.append(trial.trial_id)
-            checkpoint = trial.latest_checkpoint()
+            record.interrupted_trials.append(tune_trial.trial_id)
+            checkpoint = tune_trial.latest_checkpoint()
             if checkpoint is not None:
-                resume_from[params_key(trial.params)] = str(checkpoint)
-            handle = sink.start_trial(
-                parent, trial.trial_id, run_key=trial_run_key(record.search_id, trial.trial_id)
-            )
+                resume_from[params_key(tune_trial.params)] = str(checkpoint)
+            run_key = trial_run_key(record.search_id, tune_trial.trial_id)
+            handle = sink.start_trial(parent, tune_trial.trial_id, run_key=run_key)
             sink.finish_trial(
                 handle, RUN_KILLED, failure_reason="the search was interrupted; re-run on resume"
             )
@@ -594,11 +598,11 @@ def _validation_size(data: Mapping[Any, Any]) -> int:
     return min(int(d.val_y.shape[0]) for d in data.values())
 
 
-def _shared_data(spec: SearchSpec) -> dict[tuple[int, bool], Any]:
+def _shared_data(spec: SearchSpec) -> dict[tuple[int, str], DataSplits]:
     """The splits of each seed (and augmentation setting, when searched), prepared once."""
     augment = spec.params.get("augment")
     choices = augment.choices if isinstance(augment, Categorical) else [None]
-    data = {}
+    data: dict[tuple[int, str], DataSplits] = {}
     for seed in spec.race_seeds:
         for choice in choices:
             values = {**spec.fixed, "seed": seed}
@@ -661,7 +665,7 @@ def tune_environment() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _ray_connection(address: str | None, state: Path, say) -> Iterator[None]:
+def _ray_connection(address: str | None, state: Path, say: Say) -> Iterator[None]:
     """Connect to the cluster `address` / $RAY_ADDRESS / `reset-tune up`'s, or start one here."""
     import logging
 
@@ -722,7 +726,7 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
-def _printer(stream: TextIO):
+def _printer(stream: TextIO) -> Say:
     def say(text: str) -> None:
         print(text, file=stream, flush=True)
 

@@ -13,7 +13,7 @@ import math
 import warnings
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reset_tune import names
 from reset_tune.engine.memorisation import detect_memorisation
@@ -31,6 +31,9 @@ from reset_tune.search.trainable import (
 from reset_tune.search.tune_files import COMPLETE, TuneTrial
 from reset_tune.search.verdict import SeedValues, Verdict, decide
 from reset_tune.tracking.sink import trial_run_name
+
+if TYPE_CHECKING:
+    import optuna
 
 
 @dataclass
@@ -56,6 +59,13 @@ class TrialOutcome:
     @property
     def resets(self) -> bool:
         return float(self.config.get(RESET_PROB, 0.0)) > 0
+
+    @property
+    def objective_value(self) -> float:
+        """The objective of a complete trial (the report ranks only those)."""
+        if self.objective is None:
+            raise ValueError(f"{self.label} has no objective: it did not complete")
+        return float(self.objective)
 
 
 @dataclass
@@ -87,7 +97,7 @@ class SearchReport:
             tie = t.tie_break if t.tie_break is not None and math.isfinite(t.tie_break) else 0.0
             leading = 0.0 if not self.racing or t.race_status == INCUMBENT else 1.0
             seeds = -float(t.n_seeds) if self.racing else 0.0
-            return (leading, seeds, sign * float(t.objective), tie_sign * tie)
+            return (leading, seeds, sign * t.objective_value, tie_sign * tie)
 
         return sorted(self.complete, key=key)
 
@@ -118,7 +128,7 @@ class SearchReport:
         if best is None or self.objective_metric != "val_acc" or not best.per_seed:
             return None
         n_val = min(v.n_val for v in best.per_seed.values())
-        p = min(max(float(best.objective), 0.0), 1.0)
+        p = min(max(best.objective_value, 0.0), 1.0)
         return math.sqrt(p * (1 - p) / n_val) / math.sqrt(max(best.n_seeds, 1))
 
     def tied_with_best(self) -> list[TrialOutcome]:
@@ -127,7 +137,7 @@ class SearchReport:
         if best is None or noise is None:
             return []
         return [
-            t for t in self.ranked()[1:] if abs(float(t.objective) - float(best.objective)) <= noise
+            t for t in self.ranked()[1:] if abs(t.objective_value - best.objective_value) <= noise
         ]
 
     @property
@@ -151,13 +161,13 @@ class SearchReport:
         metrics: dict[str, float] = {f"trials/{k}": float(v) for k, v in self.counts().items()}
         best, baseline = self.best, self.best_baseline
         if best is not None:
-            metrics["best/objective"] = float(best.objective)
+            metrics["best/objective"] = best.objective_value
             if best.test_acc is not None:
                 metrics["best/test_acc"] = float(best.test_acc)
             metrics["best/reset_prob"] = float(best.config.get(RESET_PROB, 0.0))
         if baseline is not None and baseline.test_acc is not None:
             metrics["baseline/test_acc"] = float(baseline.test_acc)
-            metrics["baseline/objective"] = float(baseline.objective)
+            metrics["baseline/objective"] = baseline.objective_value
             if best is not None and best.test_acc is not None:
                 metrics["gain/test_acc"] = float(best.test_acc) - float(baseline.test_acc)
         metrics.update(self.verdict().metrics())
@@ -381,7 +391,7 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return sum(known) / len(known) if known else None
 
 
-def param_importances(study) -> dict[str, float]:
+def param_importances(study: optuna.Study) -> dict[str, float]:
     """Optuna's parameter importances (fANOVA) over the complete trials; {} when too few."""
     import optuna
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
@@ -18,14 +19,20 @@ from reset_tune import names
 from reset_tune.search.racing import RACE_CONFIG, RACE_SEED, Race
 from reset_tune.search.trainable import RUNNING_OBJECTIVE, SEED_INDEX
 
+# Ray annotates `Searcher.suggest` as returning a dict or None, yet a searcher ends the search by
+# returning the string `Searcher.FINISHED` (as Ray's docs say and its own searchers do).
+_FINISHED: Any = Searcher.FINISHED
+
 
 class TrialSearch(OptunaSearch):
-    def __init__(self, *args, steps_per_seed: int, **kwargs) -> None:
+    """`OptunaSearch` told each evaluation's running objective at a step unique across seeds."""
+
+    def __init__(self, *args: Any, steps_per_seed: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.steps_per_seed = steps_per_seed
         self._reported: dict[str, set[int]] = {}
 
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         if RUNNING_OBJECTIVE not in result or names.STEP not in result:
@@ -84,10 +91,12 @@ class RacingSearch(Searcher):
         self.first_runs: set[str] = set()  # Tune trials that are Optuna trials
         self.first_runs_open = 0
 
-    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any
+    ) -> bool:
         return self.optuna.set_search_properties(metric, mode, config, **spec)
 
-    def suggest(self, trial_id: str):
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
         scheduled = self.race.next_run()
         if scheduled is not None:
             config_id, seed = scheduled
@@ -96,16 +105,16 @@ class RacingSearch(Searcher):
             return {**self.params[config_id], RACE_CONFIG: config_id, RACE_SEED: seed}
         if self.remaining > 0:
             suggestion = self.optuna.suggest(trial_id)
-            if suggestion is None or suggestion == Searcher.FINISHED:
+            if suggestion is None or suggestion == _FINISHED:
                 return suggestion
-            config_id = self.optuna.trial_number(trial_id)
-            assert config_id is not None  # invariant: OptunaSearch just asked for this trial
+            number = self.optuna.trial_number(trial_id)
+            assert number is not None  # invariant: OptunaSearch just asked for this trial
             self.remaining -= 1
-            self.params[config_id] = dict(suggestion)
-            self.runs[trial_id] = (config_id, self.race.rules.seeds[0])
+            self.params[number] = dict(suggestion)
+            self.runs[trial_id] = (number, self.race.rules.seeds[0])
             self.first_runs.add(trial_id)
             self.first_runs_open += 1
-            self.race.add(config_id, resets=self.resets(suggestion))
+            self.race.add(number, resets=self.resets(suggestion))
             self._changed()
             return suggestion
         if self.first_runs_open > 0:
@@ -114,13 +123,15 @@ class RacingSearch(Searcher):
             self.race.close()
             self._changed()
             return self.suggest(trial_id)
-        return None if self.race.busy else Searcher.FINISHED
+        return None if self.race.busy else _FINISHED
 
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if trial_id in self.first_runs:
             self.optuna.on_trial_result(trial_id, result)
 
-    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
         run = self.runs.pop(trial_id, None)
         if run is None:
             return

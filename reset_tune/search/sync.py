@@ -31,7 +31,14 @@ from reset_tune.search.trial_run import (
     trial_run_key,
 )
 from reset_tune.search.tune_files import INTERRUPTED, TuneTrial, read_experiment
-from reset_tune.tracking import MlflowSink, TrackingSink, metric_history, replay_outbox, trial_runs
+from reset_tune.tracking import (
+    MlflowSink,
+    RunSummary,
+    TrackingSink,
+    metric_history,
+    replay_outbox,
+    trial_runs,
+)
 from reset_tune.tracking import names as tracking_names
 
 
@@ -75,6 +82,8 @@ def sync_search(record: SearchRecord, tracking_uri: str) -> SyncReport:
                 "--mlflow-uri) and sync again"
             )
         parent_id = sink.mlflow_run_id(parent)
+        if parent_id is None:  # flushed, so the run exists; a sink that cannot say is broken
+            raise SyncFailed(f"the tracking server at {tracking_uri} did not create the search run")
         existing = {
             run.tags.get(tracking_names.RUN_KEY): run for run in trial_runs(tracking_uri, parent_id)
         }
@@ -149,13 +158,13 @@ def record_tune_trial(
     return sum(len(metrics) for _, metrics in batch)
 
 
-def _logged_steps(tracking_uri: str, run) -> set[tuple[int, int]]:
+def _logged_steps(tracking_uri: str, run: RunSummary | None) -> set[tuple[int, int]]:
     """(seed index, step) pairs of evaluations the run already has (by its val/loss history)."""
     if run is None:
         return set()
     from reset_tune import names
 
-    steps = set()
+    steps: set[tuple[int, int]] = set()
     for key in run.metrics:
         if key == names.VAL_LOSS:
             steps |= {(0, step) for step, _ in metric_history(tracking_uri, run.run_id, key)}

@@ -98,7 +98,7 @@ class TrialSetup:
     """
 
     spec: SearchSpec
-    data: Mapping[tuple[int, bool], DataSplits]  # by (seed, augment)
+    data: Mapping[tuple[int, str], DataSplits]  # by (seed, augment setting)
     checkpoint_every: int = 5  # evaluations between checkpoints (at the next report)
     threads: int = 1  # torch intra-op threads per trial
     report_interval_s: float = 2.0  # least time between two reports to Tune
@@ -165,7 +165,7 @@ class _Reporter(Callback):
         value = metrics[trial.objective_key]
         if self.best is None or _better(value, self.best, trial.spec.mode):
             self.best = value
-        row = {**metrics, SEED: run.config.seed, SEED_INDEX: trial.seed_index}
+        row: dict[str, Any] = {**metrics, SEED: run.config.seed, SEED_INDEX: trial.seed_index}
         row[RUNNING_OBJECTIVE] = self.best
         row[NODE_ID] = trial.node_id
         trial.pending.append(row)
