@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import sys
 from pathlib import Path
@@ -77,45 +78,37 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reset_tune.errors import ConfigError
-    from reset_tune.search.driver import SearchOptions, run_search
+    from reset_tune import search
 
-    for option, value in (
-        ("--max-failures", args.max_failures),
-        ("--checkpoint-every", args.checkpoint_every),
-    ):
-        minimum = 0 if option == "--max-failures" else 1
-        if value < minimum:
-            raise ConfigError(f"{option} must be at least {minimum}, got {value}")
-    if args.spec is None and args.resume is None:
-        raise ConfigError("give a search spec file, e.g. search_spaces/default.yaml")
-    if args.spec is not None and not Path(args.spec).is_file():
-        raise ConfigError(f"{args.spec}: no such spec file")
+    _check_flags(args)
+    state = state_dir(args.state_dir)
     progress = sys.stderr if args.json else sys.stdout
-    options = SearchOptions(
-        state=state_dir(args.state_dir),
+    call = functools.partial(
+        search.run,
+        args.spec,
+        trials=args.trials,
         address=args.address,
         mlflow_uri=args.mlflow_uri,
-        storage=args.storage,
         resume=args.resume is not None,
         search_id=args.resume or None,
-        trials=args.trials,
         seed_configs=args.seed_configs,
+        storage=args.storage,
+        tune_storage=args.tune_storage,
+        state_dir=state,
         max_failures=args.max_failures,
         checkpoint_every=args.checkpoint_every,
-        tune_storage=args.tune_storage,
         stream=progress,
     )
     if args.json:
         # Ray Tune prints its own banner on stdout; stdout must hold only the JSON summary.
         with contextlib.redirect_stdout(sys.stderr):
-            outcome = run_search(args.spec, options)
+            outcome = call()
     else:
-        outcome = run_search(args.spec, options)
+        outcome = call()
     report, record = outcome.report, outcome.record
     if args.json:
         summary = report.to_json()
-        summary["state_dir"] = str(options.state)
+        summary["state_dir"] = str(state)
         summary["search_dir"] = str(record.path)
         print(json.dumps(summary, indent=2, default=str))
         return 0 if report.best is not None else 1
@@ -146,6 +139,24 @@ def run(args: argparse.Namespace) -> int:
     elif report.tracking_uri:
         print(f"tracked in: {report.tracking_uri}")
     return 0
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """The flags' own checks, worded with the flags (`search.run` checks its arguments too)."""
+    from reset_tune.errors import ConfigError
+
+    for option, value, minimum in (
+        ("--max-failures", args.max_failures, 0),
+        ("--checkpoint-every", args.checkpoint_every, 1),
+    ):
+        if value < minimum:
+            raise ConfigError(f"{option} must be at least {minimum}, got {value}")
+    if args.spec is None and args.resume is None:
+        raise ConfigError("give a search spec file, e.g. search_spaces/default.yaml")
+    if args.spec is not None and not Path(args.spec).is_file():
+        raise ConfigError(f"{args.spec}: no such spec file")
+    if args.trials is not None and args.trials < 1:
+        raise ConfigError(f"--trials must be at least 1, got {args.trials}")
 
 
 def _counts(counts: dict[str, int]) -> str:

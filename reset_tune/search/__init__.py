@@ -1,5 +1,9 @@
-"""The search service: specs (`search_spaces/*.yaml`) and their Optuna space; Ray lives here too."""
+"""The search service: specs (`search_spaces/*.yaml`) and their Optuna space; Ray lives here too.
 
+`run` runs (or resumes) a search, as `reset-tune search` does; Ray is imported only then.
+"""
+
+from reset_tune.search.api import run
 from reset_tune.search.space import (
     enqueue_configurations,
     make_sampler,
@@ -29,6 +33,7 @@ __all__ = [
     "enqueue_configurations",
     "load_spec",
     "make_sampler",
+    "run",
     "space_function",
     "suggest",
     "to_trial_params",
