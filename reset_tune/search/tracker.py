@@ -6,8 +6,9 @@ step, and at the end the summary metrics, the curve plot and the resolved config
 FINISHED, FAILED (reason recorded) or KILLED (pruned). It runs in the driver process, where the
 sink's delivery thread batches everything into a few `log_batch` calls.
 
-Run keys are ``<search id>.<Tune trial id>``, so `sync` and a resumed search find the same run
-instead of making a second one.
+What a run holds is `trial_run`'s to say: `sync` records a trial from Tune's files through the
+same functions, and run keys (``<search id>.<Tune trial id>``) let it and a resumed search find
+the same run instead of making a second one.
 
 Tune pickles its callbacks with the experiment state; these hold live objects (a sink with a
 thread, an output stream), so what is pickled is an inert placeholder.
