@@ -674,7 +674,8 @@ def _ray_connection(address: str | None, state: Path, say: Say) -> Iterator[None
     if ray.is_initialized():
         yield
         return
-    from reset_tune.search.cluster import ensure_auth_mode, find_local_stack, join_local_stack
+    from reset_tune.search.cluster import find_local_stack
+    from reset_tune.search.ray_auth import ensure_auth_mode, join_local_stack
 
     target = address or os.environ.get("RAY_ADDRESS")
     stack = find_local_stack(state)

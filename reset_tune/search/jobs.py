@@ -28,13 +28,8 @@ from typing import Any
 
 import reset_tune
 from reset_tune.errors import ConfigError, ResetTuneError
-from reset_tune.search.cluster import (
-    AUTH_MODE_ENV,
-    LocalStack,
-    ensure_auth_mode,
-    find_local_stack,
-    is_loopback_address,
-)
+from reset_tune.search.cluster import LocalStack, find_local_stack
+from reset_tune.search.ray_auth import AUTH_MODE_ENV, ensure_auth_mode, is_loopback_address
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})

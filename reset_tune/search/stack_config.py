@@ -34,7 +34,7 @@ from typing import Any
 
 from reset_tune.errors import ConfigError
 
-# The local stack runs Ray without token authentication (see cluster.py), which is only safe while
+# The local stack runs Ray without token authentication (see ray_auth.py), which is only safe while
 # every port of it is bound to the loopback interface.
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 TEMP_DIR_CHOICES = ("auto", "default")

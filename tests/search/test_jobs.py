@@ -16,10 +16,7 @@ import pytest
 import yaml
 
 from reset_tune.cli.main import build_parser, main
-from reset_tune.search.cluster import (
-    descendants,
-    stop_running_jobs,
-)
+from reset_tune.search.head_process import descendants
 from reset_tune.search.jobs import (
     JobNotFound,
     job_environment,
@@ -31,6 +28,7 @@ from reset_tune.search.jobs import (
     submit_entrypoint,
     wait_for_job,
 )
+from reset_tune.search.jobs_http import stop_running_jobs
 from reset_tune.tracking.server import free_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -22,14 +22,9 @@ import yaml
 from reset_tune.cli.main import main
 from reset_tune.errors import ConfigError
 from reset_tune.processes import group_members
-from reset_tune.search import cluster
-from reset_tune.search.cluster import (
-    HEAD_FILE,
-    StackError,
-    choose_temp_dir,
-    descendants,
-    find_local_stack,
-)
+from reset_tune.search import ray_auth as cluster
+from reset_tune.search.cluster import HEAD_FILE, StackError, find_local_stack
+from reset_tune.search.head_process import choose_temp_dir, descendants
 from reset_tune.search.stack_config import (
     StackConfig,
     load_stack_config,
