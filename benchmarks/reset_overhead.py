@@ -316,7 +316,7 @@ def _median_ms(action, device: torch.device, repeats: int, warmup: int = 3) -> f
 
 def _armed_resetter(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> StochasticResetter:
     """A resetter with r = 1 that is armed, so each `step()` restores everything from θc."""
-    resetter = StochasticResetter(model, optimizer, reset_prob=1.0, patience_steps=0)
+    resetter = StochasticResetter(model, optimizer, reset_prob=1.0, patience=0)
     resetter.observe(val_loss=1.0, val_acc=0.5)
     if not resetter.armed:
         raise RuntimeError("the resetter did not arm with patience 0")

@@ -37,21 +37,21 @@ class CheckpointMetric:
 
 @dataclass(frozen=True)
 class PatienceArming:
-    """Arms resetting (once) at the first evaluation with no improvement for `patience_steps`
-    steps, at or after `warmup_steps`."""
+    """Arms resetting (once) at the first evaluation with no improvement for `patience`
+    steps, at or after `warmup`."""
 
-    patience_steps: int
-    warmup_steps: int = 0
+    patience: int
+    warmup: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("patience_steps", "warmup_steps"):
+        for name in ("patience", "warmup"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name} must be an integer >= 0, but got {name}={value!r}.")
 
     def should_arm(self, *, step: int, best_step: int, memorising: bool | None = None) -> bool:
         """`memorising` is ignored: a plateau alone arms (the method's rule, DESIGN.md §1.3)."""
-        return step >= self.warmup_steps and step - best_step >= self.patience_steps
+        return step >= self.warmup and step - best_step >= self.patience
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 In a training loop::
 
-    resetter = StochasticResetter(model, optimizer, reset_prob=0.01, patience_steps=500)
+    resetter = StochasticResetter(model, optimizer, reset_prob=0.01, patience=500)
     for step in range(1, num_steps + 1):
         loss_fn(model(x), y).backward()
         optimizer.step()
@@ -12,7 +12,7 @@ In a training loop::
             resetter.observe(val_loss=..., val_acc=...)   # tracks θbest, arms, moves θc
 
 Semantics (DESIGN.md §1): resetting is off until the first evaluation at which the checkpoint
-metric has not improved for `patience_steps` steps (and the step is at least `warmup_steps`); then
+metric has not improved for `patience` steps (and the step is at least `warmup`); then
 θc := θbest. With `arm_on_memorisation`, that evaluation must also report that memorisation has
 begun (`observe(..., memorising=True)`, e.g. from `reset_tune.engine.memorisation`'s detector).
 While armed, after every step, with probability `reset_prob` the selected parameters,
@@ -61,12 +61,12 @@ class StochasticResetter:
         *,
         reset_prob: float,
         reset_layers: str | Sequence[str] = "all",
-        patience_steps: int = 0,
-        warmup_steps: int = 0,
+        patience: int = 0,
+        warmup: int = 0,
         arm_on_memorisation: bool = False,
         checkpoint_metric: str = "val_loss",
         adaptive: bool = True,
-        restore_optimizer_state: bool = True,
+        restore_optimizer: bool = True,
         lr_on_reset: str = "keep",
         seed: int = 0,
         layer_groups: Mapping[str, Sequence[str]] | None = None,
@@ -89,16 +89,16 @@ class StochasticResetter:
                 "arm_on_memorisation must be true or false, but got "
                 f"arm_on_memorisation={arm_on_memorisation!r}."
             )
-        patience = PatienceArming(patience_steps, warmup_steps)
+        patience_arming = PatienceArming(patience, warmup)
         self.arming: PatienceArming | MemorisationArming = (
-            MemorisationArming(patience) if arm_on_memorisation else patience
+            MemorisationArming(patience_arming) if arm_on_memorisation else patience_arming
         )
         self.checkpoint_policy = CheckpointPolicy(bool(adaptive))
         self.selection = select_reset_tensors(model, reset_layers, layer_groups=layer_groups)
         self.model = model
         self.optimizer = optimizer
         self.reset_prob = float(reset_prob)
-        self.restore_optimizer_state = bool(restore_optimizer_state)
+        self.restore_optimizer = bool(restore_optimizer)
         self.lr_on_reset = lr_on_reset
         self._generator = torch.Generator(device="cpu")
         self._generator.manual_seed(int(seed))
@@ -109,7 +109,7 @@ class StochasticResetter:
         self._selected_names = self.selection.parameter_names + self.selection.buffer_names
         self._optimizer_names = (
             self.selection.parameter_names
-            if optimizer is not None and self.restore_optimizer_state
+            if optimizer is not None and self.restore_optimizer
             else ()
         )
 

@@ -63,7 +63,7 @@ def test_resetting_restores_channels_last_weights_and_round_trips_across_layouts
     model = build_model("cnn", in_channels=3, num_classes=10, image_size=8).to(memory_format=CL)
     nchw_model = build_model("cnn", in_channels=3, num_classes=10, image_size=8)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    resetter = StochasticResetter(model, optimizer, reset_prob=1.0, patience_steps=0)
+    resetter = StochasticResetter(model, optimizer, reset_prob=1.0, patience=0)
     x = torch.randn(8, 3, 8, 8).contiguous(memory_format=CL)
     y = torch.arange(8) % 10
     conv_weight = model.block1[0].weight
@@ -87,7 +87,7 @@ def test_resetting_restores_channels_last_weights_and_round_trips_across_layouts
     # The resetter's state, saved from channels_last weights, restores into an NCHW model...
     buffer = io.BytesIO()
     torch.save(resetter.state_dict(), buffer)
-    other = StochasticResetter(nchw_model, None, reset_prob=1.0, patience_steps=0)
+    other = StochasticResetter(nchw_model, None, reset_prob=1.0, patience=0)
     other.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=False))
     other.copy_best_to_()
     for name, tensor in nchw_model.state_dict().items():

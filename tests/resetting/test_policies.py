@@ -64,5 +64,5 @@ def test_checkpoint_policy_contract(adaptive):
 def test_bad_policy_settings():
     with pytest.raises(ConfigError, match="val_top5"):
         CheckpointMetric("val_top5")
-    with pytest.raises(ConfigError, match="patience_steps=-5"):
+    with pytest.raises(ConfigError, match="patience=-5"):
         PatienceArming(-5)

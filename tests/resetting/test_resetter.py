@@ -71,7 +71,7 @@ def perturb_(model, optimizer):
 
 def test_arms_at_first_evaluation_with_patience_steps_without_improvement():
     model = make_model()
-    resetter = StochasticResetter(model, sgd(model), reset_prob=0.1, patience_steps=30)
+    resetter = StochasticResetter(model, sgd(model), reset_prob=0.1, patience=30)
     losses = {10: 2.0, 20: 1.5, 30: 1.6, 40: 1.5, 50: 1.7, 60: 1.0}
     armed_at = checkpoint_at_arming = None
     for step in range(1, 61):
@@ -89,9 +89,7 @@ def test_arms_at_first_evaluation_with_patience_steps_without_improvement():
 
 def test_does_not_arm_while_improving_nor_before_warmup():
     model = make_model()
-    resetter = StochasticResetter(
-        model, sgd(model), reset_prob=0.1, patience_steps=0, warmup_steps=100
-    )
+    resetter = StochasticResetter(model, sgd(model), reset_prob=0.1, patience=0, warmup=100)
     for step in range(1, 101):
         resetter.step()
         if step % 10 == 0:
@@ -102,9 +100,9 @@ def test_does_not_arm_while_improving_nor_before_warmup():
 def test_arming_on_memorisation_needs_both_the_plateau_and_memorisation():
     model = make_model()
     gated = StochasticResetter(
-        model, sgd(model), reset_prob=0.1, patience_steps=30, arm_on_memorisation=True
+        model, sgd(model), reset_prob=0.1, patience=30, arm_on_memorisation=True
     )
-    plain = StochasticResetter(model, sgd(model), reset_prob=0.1, patience_steps=30)
+    plain = StochasticResetter(model, sgd(model), reset_prob=0.1, patience=30)
     # Best at 20 and never again; memorisation is reported from step 80 on.
     events = {10: 2.0, 20: 1.5, 30: 1.6, 40: 1.7, 50: 1.7, 60: 1.8, 70: 1.8, 80: 1.9, 90: 2.0}
     for step in range(1, 91):
@@ -121,7 +119,7 @@ def test_arming_on_memorisation_needs_both_the_plateau_and_memorisation():
 def test_arming_on_memorisation_still_waits_for_patience():
     model = make_model()
     gated = StochasticResetter(
-        model, sgd(model), reset_prob=0.1, patience_steps=30, arm_on_memorisation=True
+        model, sgd(model), reset_prob=0.1, patience=30, arm_on_memorisation=True
     )
     for step, loss in [(10, 2.0), (20, 1.0), (30, 0.9), (40, 0.8)]:
         gated.step_count = step
@@ -143,11 +141,11 @@ def test_arming_on_memorisation_refuses_a_call_without_the_verdict_and_changes_n
 def test_the_state_is_the_same_whichever_arming_rule():
     # The arming rule is a setting, like patience, not state: states move between the two.
     model = make_model()
-    plain = StochasticResetter(model, sgd(model), reset_prob=0.5, patience_steps=0)
+    plain = StochasticResetter(model, sgd(model), reset_prob=0.5, patience=0)
     plain.observe(val_loss=1.0, val_acc=0.5)
     train_steps(model, plain.optimizer, plain, 5)
     gated = StochasticResetter(
-        model, sgd(model), reset_prob=0.5, patience_steps=0, arm_on_memorisation=True
+        model, sgd(model), reset_prob=0.5, patience=0, arm_on_memorisation=True
     )
     gated.load_state_dict(plain.state_dict())
     assert set(gated.state_dict()) == set(plain.state_dict())
@@ -157,7 +155,7 @@ def test_the_state_is_the_same_whichever_arming_rule():
 
 def test_never_resets_before_arming_even_at_rate_one():
     model = make_model()
-    resetter = StochasticResetter(model, sgd(model), reset_prob=1.0, patience_steps=10**6)
+    resetter = StochasticResetter(model, sgd(model), reset_prob=1.0, patience=10**6)
     resetter.observe(val_loss=1.0, val_acc=0.0)
     assert not any(resetter.step() for _ in range(200))
     assert resetter.num_resets == 0
@@ -166,7 +164,7 @@ def test_never_resets_before_arming_even_at_rate_one():
 def test_val_acc_metric_picks_highest_accuracy():
     model = make_model()
     resetter = StochasticResetter(
-        model, sgd(model), reset_prob=0.0, checkpoint_metric="val_acc", patience_steps=100
+        model, sgd(model), reset_prob=0.0, checkpoint_metric="val_acc", patience=100
     )
     for loss, acc in [(1.0, 0.5), (0.5, 0.4), (2.0, 0.7), (0.1, 0.6)]:
         resetter.step()
@@ -277,7 +275,7 @@ def test_glob_reset_selects_by_parameter_name_with_owner_buffers():
 def test_without_optimizer_restore_momentum_is_left_alone():
     model = make_model()
     optimizer = sgd(model)
-    resetter = StochasticResetter(model, optimizer, reset_prob=1.0, restore_optimizer_state=False)
+    resetter = StochasticResetter(model, optimizer, reset_prob=1.0, restore_optimizer=False)
     train_steps(model, optimizer, resetter, 5)
     arm_now(resetter)
     saved = snapshot_of(model, optimizer)
@@ -313,9 +311,7 @@ def test_reset_copies_in_place_without_replacing_tensors():
 def test_adaptive_moves_the_checkpoint_to_each_new_best(adaptive):
     model = make_model()
     optimizer = sgd(model)
-    resetter = StochasticResetter(
-        model, optimizer, reset_prob=0.0, patience_steps=0, adaptive=adaptive
-    )
+    resetter = StochasticResetter(model, optimizer, reset_prob=0.0, patience=0, adaptive=adaptive)
     train_steps(model, optimizer, resetter, 3)
     resetter.observe(val_loss=1.0, val_acc=0.0)  # θbest at 3, arms, θc := θbest
     at_arming = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -375,7 +371,7 @@ def build_run(seed=0):
     model = make_model()
     optimizer = sgd(model)
     resetter = StochasticResetter(
-        model, optimizer, reset_prob=0.1, reset_layers="head", patience_steps=20, seed=seed
+        model, optimizer, reset_prob=0.1, reset_layers="head", patience=20, seed=seed
     )
     return model, optimizer, resetter
 
@@ -440,8 +436,8 @@ def test_load_state_dict_checks_structure_before_changing_anything():
         ({"reset_prob": 0.1, "reset_layers": "layer9"}, "'layer9'"),
         ({"reset_prob": 0.1, "reset_layers": "encoder.*"}, "'encoder.*'"),
         ({"reset_prob": 0.1, "reset_layers": ""}, "reset_layers"),
-        ({"reset_prob": 0.1, "patience_steps": -1}, "patience_steps=-1"),
-        ({"reset_prob": 0.1, "warmup_steps": 2.5}, "warmup_steps=2.5"),
+        ({"reset_prob": 0.1, "patience": -1}, "patience=-1"),
+        ({"reset_prob": 0.1, "warmup": 2.5}, "warmup=2.5"),
         ({"reset_prob": 0.1, "lr_on_reset": "reset"}, "'reset'"),
         ({"reset_prob": 0.1, "checkpoint_metric": "val_f1"}, "'val_f1'"),
     ],

@@ -42,7 +42,7 @@ def test_observe_without_the_checkpoint_metric_says_which_and_changes_nothing(me
 
 def test_best_model_state_is_a_copy_that_later_bests_leave_alone():
     model = _model()
-    resetter = StochasticResetter(model, reset_prob=0.0, patience_steps=1000)
+    resetter = StochasticResetter(model, reset_prob=0.0, patience=1000)
     resetter.observe(val_loss=1.0)
     first = resetter.best_model_state()
     expected = {name: tensor.clone() for name, tensor in model.state_dict().items()}
