@@ -43,6 +43,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from reset_tune import names  # noqa: E402
 from reset_tune.atomic import write_json_atomic  # noqa: E402
 from reset_tune.search.racing import Race, RaceRules  # noqa: E402
 
@@ -156,7 +157,7 @@ def train_pool(setting: Setting, configs: int, seeds: int) -> dict:
         last = result.history[-1]
         n_val = int(result.data["num_val"])
         finding = detect_memorisation(result.history, n_val=n_val, batch_size=config.batch_size)
-        keep = ("step", "train/acc", "val/acc", "val/loss", "train/memorisation")
+        keep = (names.STEP, names.TRAIN_ACC, names.VAL_ACC, names.VAL_LOSS, names.MEMORISATION)
         pool["runs"][f"{k}/{s}"] = {
             "config": k,
             "seed": s,
@@ -169,8 +170,8 @@ def train_pool(setting: Setting, configs: int, seeds: int) -> dict:
             "num_val": n_val,
             "num_test": int(result.data["num_test"]),
             "memorisation_step": finding.onset_step,  # label-free onset, as the verdict's
-            "last_memorisation": last.get("train/memorisation"),
-            "last_train_acc": last.get("train/acc"),
+            "last_memorisation": last.get(names.MEMORISATION),
+            "last_train_acc": last.get(names.TRAIN_ACC),
             "wall_s": wall,
             "history": [{key: row.get(key) for key in keep} for row in result.history],
         }
@@ -569,12 +570,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=str(RESULTS / "summary.json"))
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    names = args.settings.split(",")
+    setting_names = args.settings.split(",")
     if not args.replay_only:
-        for name in names:
+        for name in setting_names:
             train_pool(SETTINGS[name], args.configs, args.seeds)
     summaries = []
-    for name in names:
+    for name in setting_names:
         pool = Pool.load(SETTINGS[name], seeds=args.seeds, configs=args.configs)
         if len(pool.configs) < 4:
             print(f"[{name}] only {len(pool.configs)} complete configurations: skipped")

@@ -49,6 +49,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+from reset_tune import names
 from reset_tune.config import TrainConfig
 from reset_tune.data import DataSplits
 from reset_tune.engine.optim import build_optimizer, build_scheduler
@@ -264,12 +265,12 @@ class ReferenceLoop:
             self._checkpoint = self._best_state
         self.history.append(
             {
-                "step": float(step),
-                "train/loss": train_loss,
-                "val/loss": val_loss,
-                "val/acc": val_acc,
+                names.STEP: float(step),
+                names.TRAIN_LOSS: train_loss,
+                names.VAL_LOSS: val_loss,
+                names.VAL_ACC: val_acc,
                 "weight_norm": self.weight_norm,
-                "reset/count": float(self.counters.resets),
+                names.RESET_COUNT: float(self.counters.resets),
             }
         )
 

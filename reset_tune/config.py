@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
+from reset_tune import names
 from reset_tune.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -72,7 +73,7 @@ class TrainConfig:
     # method's patience rule alone (DESIGN.md §1.3), which also arms on plateaus without
     # memorisation.
     arm_on_memorisation: bool = False
-    checkpoint_metric: str = "val_loss"  # what picks θbest: val_loss | val_acc
+    checkpoint_metric: str = names.METRIC_VAL_LOSS  # what picks θbest: val_loss | val_acc
     adaptive: bool = True  # after arming, each new θbest becomes θc
     restore_optimizer: bool = True  # a reset also restores the layers' optimizer state (momentum)
     lr_on_reset: str = "keep"  # keep = the schedule continues; restore = θc's LR comes back
@@ -215,7 +216,7 @@ def _validate(c: TrainConfig) -> None:
     _choice(c, "schedule", SCHEDULES)
     _choice(c, "precision", PRECISIONS)
     _choice(c, "augment", AUGMENTS)
-    _choice(c, "checkpoint_metric", ("val_loss", "val_acc"))
+    _choice(c, "checkpoint_metric", names.VALIDATION_METRICS)
     _choice(c, "lr_on_reset", ("keep", "restore"))
     _check(
         c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"),

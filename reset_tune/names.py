@@ -1,6 +1,11 @@
-"""Names that cross module boundaries: metric keys, defined once."""
+"""Names that cross module boundaries, defined once: metric keys, the validation metrics users
+name, and which way each one is better."""
 
 from __future__ import annotations
+
+from typing import Literal
+
+Mode = Literal["max", "min"]  # Ray Tune's word for which way a metric is better
 
 STEP = "step"
 TRAIN_LOSS = "train/loss"
@@ -29,3 +34,17 @@ FINAL_TEST_ACC = "test/final_acc"  # clean test accuracy of the last model, for 
 # A search's per-trial keys, logged to MLflow and read back by `recommend`.
 OBJECTIVE = "objective"  # what the searcher ranks trials by (the spec's metric at θbest)
 WALL_TIME = "perf/wall_time_s"  # a trial's total training wall time over its seeds
+
+# The validation metrics a user names: a TrainConfig's `checkpoint_metric` (what picks θbest) and
+# a search spec's `objective.metric` (what ranks configurations). Loss is minimised, accuracy
+# maximised.
+METRIC_VAL_LOSS = "val_loss"
+METRIC_VAL_ACC = "val_acc"
+VALIDATION_METRICS = (METRIC_VAL_LOSS, METRIC_VAL_ACC)
+MODE_OF_METRIC: dict[str, Mode] = {METRIC_VAL_LOSS: "min", METRIC_VAL_ACC: "max"}
+
+
+def better(value: float, best: float, mode: str) -> bool:
+    """Whether `value` beats `best`: larger for mode "max", smaller for "min". Ties do not, and
+    neither does a NaN on either side (every comparison with NaN is false)."""
+    return value > best if mode == "max" else value < best

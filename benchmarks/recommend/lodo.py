@@ -55,6 +55,7 @@ sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
 from settings import EXTRA_SETTINGS, SETTINGS, SIGN_SETTINGS, write_specs  # noqa: E402
 
+from reset_tune import names  # noqa: E402
 from reset_tune.config import TrainConfig  # noqa: E402
 from reset_tune.engine import prepare_data, train  # noqa: E402
 from reset_tune.recommend import History, read_history, recommend  # noqa: E402
@@ -245,8 +246,8 @@ def evaluate_signs(settings: tuple = SIGN_SETTINGS, seeds: tuple = TRUTH_SEEDS) 
                 pair["reset" if r else "r0"] = {
                     "test_acc": result.test_acc, "num_resets": result.num_resets,
                     "armed_step": result.armed_step, "memorisation_onset": finding.onset_step,
-                    "final_memorisation": result.history[-1].get("train/memorisation"),
-                    "max_memorisation": max(h.get("train/memorisation", float("nan"))
+                    "final_memorisation": result.history[-1].get(names.MEMORISATION),
+                    "max_memorisation": max(h.get(names.MEMORISATION, float("nan"))
                                             for h in result.history),
                     "steps": result.steps_completed, "wall_s": result.wall_time_s,
                     "n_test": int(data.test_y.shape[0]),

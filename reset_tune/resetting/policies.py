@@ -6,16 +6,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from reset_tune import names
 from reset_tune.errors import ConfigError
 
-CHECKPOINT_METRICS = ("val_loss", "val_acc")
+CHECKPOINT_METRICS = names.VALIDATION_METRICS
 
 
 @dataclass(frozen=True)
 class CheckpointMetric:
     """Ranks evaluations: lower `val_loss` or higher `val_acc` is better; ties are not better."""
 
-    name: str = "val_loss"
+    name: str = names.METRIC_VAL_LOSS
 
     def __post_init__(self) -> None:
         if self.name not in CHECKPOINT_METRICS:
@@ -25,14 +26,14 @@ class CheckpointMetric:
             )
 
     def value(self, *, val_loss: float, val_acc: float) -> float:
-        return val_loss if self.name == "val_loss" else val_acc
+        return val_loss if self.name == names.METRIC_VAL_LOSS else val_acc
 
     def is_better(self, value: float, best: float | None) -> bool:
         if math.isnan(value):
             return False
         if best is None:
             return True
-        return value < best if self.name == "val_loss" else value > best
+        return names.better(value, best, names.MODE_OF_METRIC[self.name])
 
 
 @dataclass(frozen=True)

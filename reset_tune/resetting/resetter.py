@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from reset_tune import names
 from reset_tune.errors import ConfigError
 from reset_tune.resetting.policies import (
     CheckpointMetric,
@@ -64,7 +65,7 @@ class StochasticResetter:
         patience: int = 0,
         warmup: int = 0,
         arm_on_memorisation: bool = False,
-        checkpoint_metric: str = "val_loss",
+        checkpoint_metric: str = names.METRIC_VAL_LOSS,
         adaptive: bool = True,
         restore_optimizer: bool = True,
         lr_on_reset: str = "keep",
@@ -172,7 +173,7 @@ class StochasticResetter:
         with `arm_on_memorisation`, ignored otherwise.
         """
         # Checked before anything changes, so a wrong call leaves the resetter as it was.
-        given = {"val_loss": val_loss, "val_acc": val_acc}
+        given = {names.METRIC_VAL_LOSS: val_loss, names.METRIC_VAL_ACC: val_acc}
         metric_value = given[self.metric.name]
         if metric_value is None:
             raise ValueError(

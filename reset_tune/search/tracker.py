@@ -257,9 +257,7 @@ class ProgressPrinter(Callback):
             )
         elif OBJECTIVE in result:
             value = float(result[OBJECTIVE])
-            if self.best is None or (
-                value > self.best if self.spec.mode == "max" else value < self.best
-            ):
+            if self.best is None or names.better(value, self.best, self.spec.mode):
                 self.best = value
             test = float(result.get(names.TEST_ACC, float("nan")))
             self._print(

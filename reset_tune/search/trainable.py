@@ -27,7 +27,6 @@ once instead of repeating the run, and raised as `TrialFailed`.
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 import time
 from collections.abc import Mapping
@@ -163,7 +162,7 @@ class _Reporter(Callback):
     def on_evaluation(self, run: TrainingRun, metrics: dict[str, float]) -> None:
         trial = self.trial
         value = metrics[trial.objective_key]
-        if self.best is None or _better(value, self.best, trial.spec.mode):
+        if self.best is None or names.better(value, self.best, trial.spec.mode):
             self.best = value
         row: dict[str, Any] = {**metrics, SEED: run.config.seed, SEED_INDEX: trial.seed_index}
         row[RUNNING_OBJECTIVE] = self.best
@@ -188,12 +187,6 @@ class _Reporter(Callback):
         else:
             tune.report(row)
         trial.last_report = time.monotonic()
-
-
-def _better(value: float, best: float, mode: str) -> bool:
-    if math.isnan(value):
-        return False
-    return value > best if mode == "max" else value < best
 
 
 class _TrialState:

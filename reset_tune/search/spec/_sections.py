@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from reset_tune import names
 from reset_tune.search.spec._params import StrictModel
 from reset_tune.search.spec._vocabulary import OBJECTIVE_KEYS
 
@@ -29,7 +30,7 @@ class Objective(StrictModel):
     @property
     def mode(self) -> Literal["max", "min"]:
         """Ray Tune's `mode`: accuracy is maximised, loss minimised."""
-        return "max" if self.metric == "val_acc" else "min"
+        return names.MODE_OF_METRIC[self.metric]
 
     @property
     def direction(self) -> Literal["maximize", "minimize"]:
