@@ -21,7 +21,6 @@ from reset_tune.errors import ConfigError
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 PRECISIONS = ("fp32", "bf16")
-AUGMENTS = ("auto", "none", "crop-flip")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -215,7 +214,7 @@ def _validate(c: TrainConfig) -> None:
     _choice(c, "optimizer", OPTIMIZERS)
     _choice(c, "schedule", SCHEDULES)
     _choice(c, "precision", PRECISIONS)
-    _choice(c, "augment", AUGMENTS)
+    _choice(c, "augment", names.AUGMENT_SETTINGS)
     _choice(c, "checkpoint_metric", names.VALIDATION_METRICS)
     _choice(c, "lr_on_reset", ("keep", "restore"))
     _check(

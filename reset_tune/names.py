@@ -43,6 +43,11 @@ METRIC_VAL_ACC = "val_acc"
 VALIDATION_METRICS = (METRIC_VAL_LOSS, METRIC_VAL_ACC)
 MODE_OF_METRIC: dict[str, Mode] = {METRIC_VAL_LOSS: "min", METRIC_VAL_ACC: "max"}
 
+# Augmentations the device augmenter applies (reset_tune.data.batches); a TrainConfig's `augment`
+# may also say "auto": the dataset's default.
+AUGMENTS = ("none", "crop-flip")
+AUGMENT_SETTINGS = ("auto", *AUGMENTS)
+
 
 def better(value: float, best: float, mode: str) -> bool:
     """Whether `value` beats `best`: larger for mode "max", smaller for "min". Ties do not, and

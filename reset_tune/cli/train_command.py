@@ -11,8 +11,9 @@ from typing import Any
 
 from reset_tune import names
 from reset_tune.atomic import write_json_atomic
-from reset_tune.config import AUGMENTS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
+from reset_tune.config import OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 from reset_tune.errors import ConfigError
+from reset_tune.names import AUGMENT_SETTINGS
 
 # (option, config field, type, help). Defaults come from TrainConfig and are shown in --help.
 _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
@@ -44,7 +45,7 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
         int,
         "use only this many training samples (validation included)",
     ),
-    ("--augment", "augment", str, f"augmentation: {' | '.join(AUGMENTS)}"),
+    ("--augment", "augment", str, f"augmentation: {' | '.join(AUGMENT_SETTINGS)}"),
     ("--model", "model", str, "mlp | cnn | vcnn | resnet18 | resnet34"),
     ("--loss", "loss", str, "ce | gce | sce | mae"),
     ("--gce-q", "gce_q", float, "GCE exponent q"),

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from reset_tune.errors import ConfigError, DataError
+from reset_tune.names import AUGMENTS
 from reset_tune.seeding import AUGMENT_STREAM, BATCH_STREAM, torch_seed
 
-AUGMENTS = ("none", "crop-flip")
 _STATE_VERSION = 1
 
 

@@ -9,13 +9,11 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 import torch
 
-from reset_tune.data.batches import AUGMENTS
 from reset_tune.data.datasets import LoadedDataset
 from reset_tune.data.noise import NoiseSpec, apply_noise, parse_noise_spec
 from reset_tune.errors import ConfigError, DataError
+from reset_tune.names import AUGMENT_SETTINGS
 from reset_tune.seeding import NOISE_STREAM, SPLIT_STREAM, check_seed, numpy_generator
-
-_AUGMENT_CHOICES = ("auto", *AUGMENTS)
 
 
 @dataclass
@@ -145,9 +143,9 @@ def build_splits(
         )
     if not 0 < val_fraction < 1:
         raise ConfigError(f"val_fraction must be in (0, 1), but got val_fraction={val_fraction!r}")
-    if augment not in _AUGMENT_CHOICES:
+    if augment not in AUGMENT_SETTINGS:
         raise ConfigError(
-            f"augment must be one of {', '.join(_AUGMENT_CHOICES)}, but got augment={augment!r}"
+            f"augment must be one of {', '.join(AUGMENT_SETTINGS)}, but got augment={augment!r}"
         )
     available = len(dataset.train)
     num_classes = dataset.num_classes
