@@ -55,14 +55,20 @@ FASHION_MNIST_CLASSES = (
 )
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 DEFAULT_IMAGE_SIZE = 32
+# (channels, side) of each dataset's images as loaded; imagefolder's side is `image_size`, by
+# default DEFAULT_IMAGE_SIZE (its images are read as RGB). The others have one native size.
+IMAGE_SHAPES = {
+    "digits": (1, 8),
+    "mnist": (1, 28),
+    "fashion-mnist": (1, 28),
+    "cifar10": (3, 32),
+    "cifar100": (3, 32),
+    "cifar10n": (3, 32),
+    "cifar100n": (3, 32),
+    "imagefolder": (3, DEFAULT_IMAGE_SIZE),
+}
 _NATIVE_IMAGE_SIZE = {
-    "digits": 8,
-    "mnist": 28,
-    "fashion-mnist": 28,
-    "cifar10": 32,
-    "cifar100": 32,
-    "cifar10n": 32,
-    "cifar100n": 32,
+    name: side for name, (_, side) in IMAGE_SHAPES.items() if name != "imagefolder"
 }
 
 

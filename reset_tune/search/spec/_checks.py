@@ -27,18 +27,6 @@ from reset_tune.search.spec._vocabulary import (
 if TYPE_CHECKING:
     from reset_tune.search.spec._schema import SearchSpec
 
-# (channels, side) per dataset, to build a model for checking `reset_layers` without loading
-# data; parameter names do not depend on the number of classes. imagefolder: image_size or 32.
-_IMAGE_SHAPES = {
-    "digits": (1, 8),
-    "mnist": (1, 28),
-    "fashion-mnist": (1, 28),
-    "cifar10": (3, 32),
-    "cifar100": (3, 32),
-    "cifar10n": (3, 32),
-    "cifar100n": (3, 32),
-    "imagefolder": (3, 32),
-}
 _CIFAR_N = ("cifar10n", "cifar100n")
 # Human label sets per CIFAR-N dataset (as `reset_tune.data.label_files` names them).
 _HUMAN_LABEL_SETS = {
@@ -250,12 +238,17 @@ def _check_values(spec: SearchSpec) -> Problems:
 
 @lru_cache(maxsize=32)
 def _meta_model(model: str, dataset: str, image_size: int | None) -> Any:
-    """`model` for `dataset`'s image shape on the meta device: its names, no memory, no init."""
+    """`model` for `dataset`'s image shape on the meta device: its names, no memory, no init.
+
+    Built to check `reset_layers` without loading data: parameter names do not depend on the
+    number of classes.
+    """
     import torch
 
+    from reset_tune.data.datasets import IMAGE_SHAPES
     from reset_tune.models import build_model
 
-    channels, side = _IMAGE_SHAPES[dataset]
+    channels, side = IMAGE_SHAPES[dataset]
     with torch.device("meta"):
         return build_model(
             model, in_channels=channels, num_classes=10, image_size=image_size or side
