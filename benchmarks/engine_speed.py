@@ -1,8 +1,8 @@
 """Engine vs the reference loop style: training steps per second, side by side in one run.
 
 What is measured. For each model, the reference loop (``reference_loop.py``, re-created from
-DESIGN.md §5) and the engine (``reset_tune.engine.TrainingRun``) train the same model at the same
-batch size on the same splits with the same optimizer, schedule and evaluation cadence
+docs/method.md §9) and the engine (``reset_tune.engine.TrainingRun``) train the same model at
+the same batch size on the same splits with the same optimizer, schedule and evaluation cadence
 (``--eval-every``, 10 by default: a pass over the whole validation split every 10 steps). Both
 are built fresh for every repeat, run ``--warmup`` steps untimed, then ``--steps`` timed steps;
 the timed window starts and ends right after an evaluation, so it holds exactly
@@ -53,7 +53,7 @@ from reset_tune.data import DataSplits
 
 # Per-(device type, model) defaults, chosen so the default CPU run (cnn + resnet18) takes about
 # three minutes on 2 shared cores with 1 thread (2 min 58 s measured; ResNet-18 at batch 16, as
-# one batch-32 step alone takes ~1.3 s there), and the GPU run mirrors DESIGN.md §5 (ResNet-18,
+# one batch-32 step alone takes ~1.3 s there), and the GPU run mirrors docs/method.md §9 (ResNet-18,
 # batch 256).
 _CPU_DEFAULTS = {
     "cnn": {"batch_size": 32, "steps": 30, "warmup": 10, "repeats": 3},
@@ -173,7 +173,7 @@ def _config(
         eval_every=args.eval_every,
         device=str(device),
         deterministic=args.deterministic,
-        reset_prob=0.0,  # speed comparison: never reset (DESIGN.md §5 measures r = 0)
+        reset_prob=0.0,  # speed comparison: never reset (docs/method.md §9 measures r = 0)
     )
 
 

@@ -1,7 +1,7 @@
 """The baseline of the speed benchmarks: the method's reference implementation's loop style.
 
-What this re-creates. DESIGN.md §5 ("Performance reference") describes how the method's
-reference implementation trains, per step:
+What this re-creates. docs/method.md §9 ("The reference implementation's loop") describes how the
+method's reference implementation trains, per step:
 
 * it builds a **new iterator** over a shuffled ``torch.utils.data.DataLoader`` (no workers) of a
   Dataset returning **PIL images transformed by torchvision transforms**, to draw ONE batch;
@@ -9,8 +9,8 @@ reference implementation trains, per step:
 * it calls ``gc.collect()`` and empties the CUDA cache;
 * it computes the **full weight norm with a host sync** (``.item()``);
 * it **validates on the whole validation set every 10 steps** and **tests on every new best**;
-* a reset (DESIGN.md §1) is ``load_state_dict`` of deep-copied model and optimizer state, after a
-  Bernoulli(r) draw.
+* a reset (docs/method.md §9) is ``load_state_dict`` of deep-copied model and optimizer state,
+  after a Bernoulli(r) draw.
 
 This file was written here from that description (not copied from the reference code). It is the
 *baseline* the engine is compared against in ``engine_speed.py``, so it must be honest in both

@@ -60,7 +60,7 @@ class TrainConfig:
     lr_step_every: int | None = None  # step schedule: steps between decays (default steps // 3)
     lr_gamma: float = 0.1  # step schedule: decay factor
     precision: str = "fp32"  # bf16 = autocast on CUDA
-    # resetting (DESIGN.md §1)
+    # resetting (docs/method.md §1)
     reset_prob: float = 0.01  # r: per-step probability of a reset once armed; 0 = baseline
     reset_layers: str = (
         "all"  # all | head | a model group | glob over parameter names; comma-separated
@@ -69,7 +69,7 @@ class TrainConfig:
     warmup: int = 0  # no arming before this step
     # Arm only once memorisation has begun by the label-free signal (train − val accuracy on the
     # noisy labels, `reset_tune.engine.memorisation`) as well as by the patience rule. Off: the
-    # method's patience rule alone (DESIGN.md §1.3), which also arms on plateaus without
+    # method's patience rule alone (docs/method.md §1.3), which also arms on plateaus without
     # memorisation.
     arm_on_memorisation: bool = False
     checkpoint_metric: str = names.METRIC_VAL_LOSS  # what picks θbest: val_loss | val_acc

@@ -1,8 +1,8 @@
 """The dataset/noise/batch settings of the leave-one-dataset-out benchmark, and their search specs.
 
-Every setting is a small-data regime where memorisation starts within a few hundred steps (DESIGN
-§1, lessons), so resetting can act within the budget on a 2-core CPU. The batch size is fixed per
-setting (it is part of what describes a setting); lr and the reset settings are searched.
+Every setting is a small-data regime where memorisation starts within a few hundred steps
+(docs/method.md §8), so resetting can act within the budget on a 2-core CPU. The batch size is
+fixed per setting (it is part of what describes a setting); lr and the reset settings are searched.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The theory against the Langevin simulator: mean first-passage times and the optimal rate.
 
-For each Péclet number of DESIGN.md's table, simulates walkers (`reset_tune.recommend.langevin`)
-at five reset rates from ρ*/4 to 4ρ* and prints measured against closed-form T·D/L², then on a
-fine grid (0.4ρ* to 2.5ρ*) the empirical optimum (a parabola through the measured minimum and its
-neighbours, in log ρ) against the numerical ρ*,
+For each Péclet number of the table of docs/method.md §6.2, simulates walkers
+(`reset_tune.recommend.langevin`) at five reset rates from ρ*/4 to 4ρ* and prints measured against
+closed-form T·D/L², then on a fine grid (0.4ρ* to 2.5ρ*) the empirical optimum (a parabola through
+the measured minimum and its neighbours, in log ρ) against the numerical ρ*,
 and writes a plot of both curves.
 
     .venv/bin/python benchmarks/recommend/theory_check.py               # ~5 min

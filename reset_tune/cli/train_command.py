@@ -255,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
         _print_summary(results, out)
     for label, result in results.items():
         if result.config["reset_prob"] > 0 and result.armed_step is None:
-            # DESIGN.md §1 lessons: resetting only acts once memorisation starts.
+            # docs/method.md §8: resetting only acts once memorisation starts.
             if result.config.get("arm_on_memorisation") and result.memorisation_step is None:
                 why = "memorisation never began (label-free signal), and it arms only then"
             else:
@@ -282,7 +282,7 @@ _NO_MEMORISATION_ADVICE = (
 
 def _memorisation_lines(results: dict) -> list[str]:
     """Per run, whether and when memorisation began by the label-free signal; the r = 0 run
-    first, since it shows whether resetting can act at all (DESIGN.md §1, lessons)."""
+    first, since it shows whether resetting can act at all (docs/method.md §8)."""
     lines = []
     ordered = sorted(results.items(), key=lambda item: item[1].config["reset_prob"] > 0)
     for label, r in ordered:

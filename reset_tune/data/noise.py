@@ -1,6 +1,6 @@
 """Label-noise models: parsing noise specs and corrupting clean labels with a given generator.
 
-Conventions (DESIGN.md §1). Labels are int64 arrays of shape (N,) with values in 0..C-1. A
+Conventions (docs/method.md §2.2). Labels are int64 arrays of shape (N,) with values in 0..C-1. A
 transition matrix T is C x C and row-stochastic: row = true class, column = noisy class.
 
 - ``symmetric:r``          each label is flipped with probability r to one of the *other* C-1

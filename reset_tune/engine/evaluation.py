@@ -58,7 +58,8 @@ def predictions(
 
 
 def memorisation_fraction(predicted: torch.Tensor, noisy_labels: torch.Tensor) -> torch.Tensor:
-    """Of samples whose label is wrong, the share predicted as that wrong label (DESIGN.md §1).
+    """Of samples whose label is wrong, the share predicted as that wrong label
+    (docs/method.md §2.5).
 
     `predicted` and `noisy_labels` cover only wrong-labelled samples; NaN when there are none.
     """

@@ -11,7 +11,7 @@ from reset_tune import names
 
 @dataclass
 class TrainResult:
-    """The reported number is `test_acc`: clean test accuracy of θbest (DESIGN.md §1.8)."""
+    """The reported number is `test_acc`: clean test accuracy of θbest (docs/method.md §1.9)."""
 
     test_acc: float
     final_test_acc: float  # the last model's, for context; never used for decisions

@@ -35,7 +35,7 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def configure_kernels(*, deterministic: bool, device: torch.device) -> None:
-    """Process-wide kernel settings. Deterministic kernels cost 10–40 % on a GPU (DESIGN.md §5)
+    """Process-wide kernel settings. Deterministic kernels cost 10–40 % on a GPU (docs/method.md §7)
     but without them identical runs differ by more than the effects we compare.
 
     These stay set for the rest of the process; the engine applies them through

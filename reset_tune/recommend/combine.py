@@ -16,7 +16,7 @@ mean of the past gains shrunk toward 0 by a pseudo-search of weight `PRIOR_WEIGH
 confidence is P(gain > 0) under a normal approximation.
 
 The verdict, and resetting on or off. Resetting counters memorisation; where there is none, a
-drift away from θbest is wandering and resetting only costs (DESIGN §1, lessons). So the probe's
+drift away from θbest is wandering and resetting only costs (docs/method.md §8). So the probe's
 label-free memorisation check gates everything:
 
 - **memorisation seen** (and resetting armed, so the window was measured): with evidence

@@ -3,7 +3,7 @@ won in it (the best resetting trial against the best r = 0 trial of the same sea
 
 Searches are read from MLflow: parent runs tagged `reset_tune.kind = search` and their nested
 trial runs. Within a search, trials are ranked by the search's own objective (never by test
-accuracy, DESIGN §1.1); the gain of resetting is the clean test accuracy of the best resetting
+accuracy, docs/method.md §3); the gain of resetting is the clean test accuracy of the best resetting
 trial minus that of the best r = 0 trial. A raced search's seed runs (tag
 `reset_tune.configuration`) are read as one configuration each, their means over seeds, and as
 in the search's own report a configuration run on more seeds outranks one on fewer: the race

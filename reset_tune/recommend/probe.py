@@ -28,9 +28,9 @@ bootstrap (evaluations, then minibatches within each, and the displacement pairs
 rate r* = ρ*(Pe) D / L² becomes a per-step probability 1 − exp(−r* η_eff).
 
 Memorisation. A plateau of the noisy validation loss arms resetting whether or not the model is
-fitting wrong labels (DESIGN §1, "resetting arms on noise, too"); a drift away from θbest without
-memorisation is wandering, and the theory's verdict on it means nothing. So the probe also runs
-the label-free memorisation detector (`reset_tune.engine.memorisation`: the train − validation
+fitting wrong labels (docs/method.md §8, "Resetting arms on noise, too"); a drift away from θbest
+without memorisation is wandering, and the theory's verdict on it means nothing. So the probe also
+runs the label-free memorisation detector (`reset_tune.engine.memorisation`: the train − validation
 accuracy gap on the noisy labels) over its own evaluations. A confirmed onset that is undone
 (`CONFIRM` consecutive evaluations back under the threshold: a run without resetting does not
 unlearn wrong labels, so that was a transient, e.g. an unstable first evaluation) does not count,

@@ -3,7 +3,7 @@
 A walker at distance L from a target, with drift v toward it (v < 0: away from it) and diffusion
 D, reset to its start at rate r, reaches the target after a mean first-passage time
 
-    T(r) = (exp(L (sqrt(v² + 4 D r) − v) / (2 D)) − 1) / r          (DESIGN.md §1, theory)
+    T(r) = (exp(L (sqrt(v² + 4 D r) − v) / (2 D)) − 1) / r          (docs/method.md §6.1)
 
 In the dimensionless rate ρ = r L² / D and the Péclet number Pe = L v / (2 D) this is
 

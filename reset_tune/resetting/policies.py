@@ -51,7 +51,8 @@ class PatienceArming:
                 raise ConfigError(f"{name} must be an integer >= 0, but got {name}={value!r}.")
 
     def should_arm(self, *, step: int, best_step: int, memorising: bool | None = None) -> bool:
-        """`memorising` is ignored: a plateau alone arms (the method's rule, DESIGN.md §1.3)."""
+        """`memorising` is ignored: a plateau alone arms (the method's rule, docs/method.md
+        §1.3)."""
         return step >= self.warmup and step - best_step >= self.patience
 
 
@@ -60,7 +61,7 @@ class MemorisationArming:
     """Arms resetting (once) when `patience` would *and* memorisation has begun.
 
     A plateau of the noisy validation metric without memorisation is wandering, not the latent
-    bias resetting counters (DESIGN.md §1, lessons); this rule waits for the caller's verdict
+    bias resetting counters (docs/method.md §8); this rule waits for the caller's verdict
     that the model has begun fitting wrong labels (e.g. a latching
     `reset_tune.engine.memorisation.MemorisationDetector`), passed at every evaluation.
     """

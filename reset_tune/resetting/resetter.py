@@ -11,7 +11,7 @@ In a training loop::
         if step % eval_every == 0:
             resetter.observe(val_loss=..., val_acc=...)   # tracks θbest, arms, moves θc
 
-Semantics (DESIGN.md §1): resetting is off until the first evaluation at which the checkpoint
+Semantics (docs/method.md §1): resetting is off until the first evaluation at which the checkpoint
 metric has not improved for `patience` steps (and the step is at least `warmup`); then
 θc := θbest. With `arm_on_memorisation`, that evaluation must also report that memorisation has
 begun (`observe(..., memorising=True)`, e.g. from `reset_tune.engine.memorisation`'s detector).

@@ -2,7 +2,7 @@
 
 A *configuration* is one Optuna draw; a *seed run* is that configuration trained on one seed (one
 Ray Tune trial). Seeds are the race's instances: the same seed gives the same split, label noise,
-initialisation and batch order (DESIGN §1.9), so two configurations compared on the same seeds
+initialisation and batch order (docs/method.md §7), so two configurations compared on the same seeds
 are compared *paired*, and the differences carry far less noise than the values.
 
 Every configuration starts on the first race seed. The resetting arm and the r = 0 arm each keep

@@ -2,14 +2,14 @@
 
 Ray 2.60 turns token authentication on by default for a fresh `ray.init()` (which writes
 ~/.ray/auth_token), while `ray start --head` turns it on only when a token already exists, and
-clients must agree with the cluster (DESIGN.md §4). So the mode is set explicitly: the local stack
-(`reset_tune.search.cluster`) runs with RAY_AUTH_MODE=disabled unless the user set it. That is only
-safe because every port of the stack is bound to the loopback interface — and Ray does not do that
-by itself: `--node-ip-address=127.0.0.1` is rewritten to the machine's routable address and the
-GCS, raylet and object manager listen on all interfaces. With RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
-(Ray's "single-node cluster" switch; it also refuses `ray start --address` of a second node) the
-node's address is 127.0.0.1 and every Ray port listens on 127.0.0.1 only. The head gets both
-variables (`head_environment`).
+clients must agree with the cluster (docs/architecture.md §8). So the mode is set explicitly: the
+local stack (`reset_tune.search.cluster`) runs with RAY_AUTH_MODE=disabled unless the user set it.
+That is only safe because every port of the stack is bound to the loopback interface — and Ray does
+not do that by itself: `--node-ip-address=127.0.0.1` is rewritten to the machine's routable address
+and the GCS, raylet and object manager listen on all interfaces. With
+RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (Ray's "single-node cluster" switch; it also refuses `ray start
+--address` of a second node) the node's address is 127.0.0.1 and every Ray port listens on 127.0.0.1
+only. The head gets both variables (`head_environment`).
 """
 
 from __future__ import annotations

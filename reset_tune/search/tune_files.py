@@ -20,6 +20,7 @@ from reset_tune.search.trainable import (
     FAILURE_REASON,
     OBJECTIVE,
     RESULT_JSON,
+    SEED_INDEX,
     evaluation_rows,
 )
 
@@ -74,7 +75,7 @@ class TuneTrial:
         rows = []
         for reported in self.rows:
             for row in evaluation_rows(reported):
-                key = (int(row.get("seed_index", 0)), int(row[names.STEP]))
+                key = (int(row.get(SEED_INDEX, 0)), int(row[names.STEP]))
                 if key not in seen:
                     seen.add(key)
                     rows.append(row)

@@ -23,7 +23,7 @@ class Objective(StrictModel):
         if isinstance(metric, str) and metric.lower().startswith("test"):
             raise ValueError(
                 f"{metric!r} is not allowed: the test split is only reported, never used for a "
-                "decision (DESIGN §1.1); use val_acc (default) or val_loss"
+                "decision (docs/method.md §3); use val_acc (default) or val_loss"
             )
         return metric
 

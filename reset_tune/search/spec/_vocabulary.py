@@ -17,7 +17,7 @@ RESETTING_ON = "on"
 RESETTING_OFF = "off"
 # Settings that only matter once resetting is on (with r = 0 they change nothing the run does).
 # `checkpoint_metric` is deliberately not here: it picks θbest — and so the reported test accuracy
-# and the objective — in every run, the r = 0 baseline included (DESIGN §1.2, §1.8).
+# and the objective — in every run, the r = 0 baseline included (docs/method.md §1.2, §1.9).
 RESET_SUBPARAMETERS = (
     "reset_layers",
     "patience",
