@@ -1,4 +1,4 @@
-"""The layering of DESIGN.md §2 as a checked contract: which package may import what.
+"""The layering of docs/architecture.md §3 as a checked contract: which package may import what.
 
     cli → search → {engine, tracking} → {resetting, data, models, config and the other
     top-level modules}

@@ -186,7 +186,7 @@ def test_arming_on_memorisation_says_why_it_never_armed(tmp_path, capsys):
 
 @pytest.mark.integration  # 1,000 training steps of a cnn (~30 s)
 def test_summary_says_when_memorisation_began(tmp_path, capsys):
-    # digits, 40 % noise, cnn, batch 32: memorises within a few hundred steps (DESIGN §1).
+    # digits, 40 % noise, cnn, batch 32: memorises within a few hundred steps (docs/method.md §8).
     out = tmp_path / "o"
     args = ["train", "--model", "cnn", "--steps", "1000", "--reset-prob", "0", "--quiet"]
     assert main([*args, "--device", "cpu", "--out", str(out)]) == 0

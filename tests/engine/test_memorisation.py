@@ -131,7 +131,7 @@ def test_detect_memorisation_prefers_the_train_probe_to_the_running_accuracy():
 
 # ----------------------------------------------------------------------------- on real runs
 
-# Memorising: small data, enough steps (DESIGN.md §1, lessons). Not memorising: heavy weight
+# Memorising: small data, enough steps (docs/method.md §8). Not memorising: heavy weight
 # decay on digits; 18,000 Fashion-MNIST images for 800 steps of batch 32 (under 1.5 epochs).
 REGIMES = {
     "digits-memorising": dict(dataset="digits", model="cnn", steps=1500, eval_every=50),

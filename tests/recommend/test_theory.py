@@ -9,7 +9,7 @@ import pytest
 
 from reset_tune.recommend import langevin, theory
 
-# DESIGN.md §1: r*·L²/D at these Péclet numbers (two decimals).
+# docs/method.md §6.2: r*·L²/D at these Péclet numbers (two decimals).
 DESIGN_TABLE = {-1: 4.55, -0.5: 3.58, 0: 2.54, 0.25: 1.98, 0.5: 1.37, 0.75: 0.72, 0.9: 0.30}
 
 

@@ -1,4 +1,4 @@
-"""StochasticResetter semantics (DESIGN.md §1, points 2–9), one behaviour per test."""
+"""StochasticResetter semantics (docs/method.md §1.2–§1.9 and §7), one behaviour per test."""
 
 from __future__ import annotations
 
