@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -218,6 +219,6 @@ def _validate(c: TrainConfig) -> None:
     _choice(c, "checkpoint_metric", names.VALIDATION_METRICS)
     _choice(c, "lr_on_reset", ("keep", "restore"))
     _check(
-        c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"),
-        f"device must be auto, cpu, cuda or cuda:N, but got {c.device!r}.",
+        re.fullmatch(r"auto|cpu|cuda(:[0-9]{1,3})?", c.device) is not None,
+        f"device must be auto, cpu, cuda or cuda:N (N a GPU number), but got {c.device!r}.",
     )

@@ -11,9 +11,11 @@ from typing import Any
 
 from reset_tune import names
 from reset_tune.atomic import write_json_atomic
+from reset_tune.cli.output_checks import check_output_dir
 from reset_tune.config import OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 from reset_tune.errors import ConfigError
 from reset_tune.names import AUGMENT_SETTINGS
+from reset_tune.redact import redact_text
 
 # (option, config field, type, help). Defaults come from TrainConfig and are shown in --help.
 _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
@@ -192,31 +194,29 @@ def _config_from(args: argparse.Namespace) -> TrainConfig:
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
-    import yaml
+    from reset_tune.yaml_files import read_yaml_file
 
-    if not path.is_file():
-        raise ConfigError(f"--config file {str(path)!r} does not exist.")
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--config file {str(path)!r} is not valid YAML/JSON: {error}") from None
+    loaded = read_yaml_file(path, "--config file")
     if isinstance(loaded, dict) and isinstance(loaded.get("config"), dict):
         loaded = loaded["config"]  # a result.json: rerun its resolved config
     if not isinstance(loaded, dict):
-        raise ConfigError(f"--config file {str(path)!r} must hold a mapping of settings.")
+        raise ConfigError(f"{path}: a --config file must hold a mapping of settings (key: value).")
     return loaded
 
 
 def run(args: argparse.Namespace) -> int:
-    from reset_tune.engine import ProgressPrinter, TrainingRun
-    from reset_tune.plots import write_curves
-
+    # Every check that needs no torch comes first: a usage error answers before torch loads.
     config = _config_from(args)
     if args.baseline and config.reset_prob == 0:
         raise ConfigError(
             "--baseline compares against resetting, but --reset-prob is 0; give --reset-prob > 0."
         )
     out = Path(args.out or f"runs/train-{time.strftime('%Y%m%d-%H%M%S')}")
+    check_output_dir(out, ("result.json", "curves.png"), option="--out")
+
+    from reset_tune.engine import ProgressPrinter, TrainingRun
+    from reset_tune.plots import write_curves
+
     arms = {"resetting" if config.reset_prob > 0 else "no resetting": config}
     if args.baseline:
         arms["baseline (r=0)"] = config.replace(reset_prob=0.0)
@@ -244,7 +244,16 @@ def run(args: argparse.Namespace) -> int:
         }
     title = f"{config.dataset}, {first.data.noise_description}, {config.model}, seed {config.seed}"
     write_json_atomic(out / "result.json", payload)
-    write_curves(out / "curves.png", results, title=title)
+    wrote = [out / "result.json"]
+    try:
+        write_curves(out / "curves.png", results, title=title)
+        wrote.append(out / "curves.png")
+    except Exception as error:  # noqa: BLE001 - a plot must never cost the result just saved
+        print(
+            f"warning: could not write {out / 'curves.png'} ({redact_text(str(error))}); the "
+            f"result is saved in {out / 'result.json'}",
+            file=sys.stderr,
+        )
 
     if args.json:
         json.dump(payload, sys.stdout, indent=2, default=str)
@@ -252,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
         for line in _memorisation_lines(results):
             print(line, file=sys.stderr)
     else:
-        _print_summary(results, out)
+        _print_summary(results, wrote)
     for label, result in results.items():
         if result.config["reset_prob"] > 0 and result.armed_step is None:
             # docs/method.md §8: resetting only acts once memorisation starts.
@@ -304,7 +313,7 @@ def _memorisation_lines(results: dict) -> list[str]:
     return lines
 
 
-def _print_summary(results: dict, out: Path) -> None:
+def _print_summary(results: dict, wrote: list[Path]) -> None:
     header = (
         f"{'run':<16} {'test acc (θbest)':>17} {'best step':>9} {'armed at':>9} {'resets':>7} "
         f"{'mem. from':>9} {'memorised':>9} {'time':>7}"
@@ -334,4 +343,4 @@ def _print_summary(results: dict, out: Path) -> None:
             f"\nresetting − baseline: {100 * (a.test_acc - b.test_acc):+.2f} points "
             "of clean test accuracy"
         )
-    print(f"\nwrote {out / 'result.json'} and {out / 'curves.png'}")
+    print(f"\nwrote {' and '.join(str(path) for path in wrote)}")
