@@ -78,7 +78,7 @@ def read_text_file(path: str | os.PathLike[str], what: str) -> str:
             raise ConfigError(f"{source}: is a directory, not a {what}")
         data = file.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"{source}: no such {what}") from None
+        raise ConfigError(f"{source}: no such {what} (the path does not exist)") from None
     except PermissionError:
         raise ConfigError(f"{source}: cannot read the {what}: permission denied") from None
     except OSError as exc:

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import optuna
-import yaml
 
 from reset_tune import __version__
 from reset_tune.config import TrainConfig
@@ -89,6 +88,7 @@ from reset_tune.tracking import (
     run_url,
 )
 from reset_tune.tracking.names import KILLED as RUN_KILLED
+from reset_tune.yaml_files import read_yaml_file
 
 DONE_STATES = ("COMPLETE", "PRUNED", "FAIL")
 INTERRUPTED_ATTR = "reset_tune.interrupted"  # an Optuna trial left running by a killed driver
@@ -301,10 +301,7 @@ def _seed_configs(value: str, state: Path) -> tuple[list[dict[str, Any]], str]:
     """Configurations to try first: a YAML/JSON list file, or a previous search's best ones."""
     path = Path(value)
     if path.exists():
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML/JSON: {error}") from None
+        loaded = read_yaml_file(path, "--seed-configs file")
         if isinstance(loaded, dict):
             loaded = [loaded]
         if not isinstance(loaded, list) or not all(isinstance(c, dict) for c in loaded):

@@ -29,7 +29,6 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from reset_tune.errors import ConfigError
@@ -225,16 +224,10 @@ def load_stack_config(path: str | os.PathLike | None) -> StackConfig:
     """The built-in defaults, or a YAML file's settings over them."""
     if path is None:
         return StackConfig()
-    import yaml
+    from reset_tune.yaml_files import read_yaml_file
 
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"--config file {str(file)!r} does not exist")
-    try:
-        loaded = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--config file {str(file)!r} is not valid YAML: {error}") from None
-    return stack_config_from_dict(loaded or {}, source=str(file))
+    loaded = read_yaml_file(path, "--config file")
+    return stack_config_from_dict(loaded or {}, source=os.fspath(path))
 
 
 def with_overrides(
