@@ -11,10 +11,10 @@ from typing import Any
 
 from reset_tune import names
 from reset_tune.atomic import write_json_atomic
-from reset_tune.cli.output_checks import check_output_dir
 from reset_tune.config import OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 from reset_tune.errors import ConfigError
 from reset_tune.names import AUGMENT_SETTINGS
+from reset_tune.output_dirs import check_output_dir
 from reset_tune.redact import redact_text
 
 # (option, config field, type, help). Defaults come from TrainConfig and are shown in --help.
