@@ -36,6 +36,7 @@ from reset_tune.data import DataSplits
 from reset_tune.engine import prepare_data
 from reset_tune.engine.runtime import provenance
 from reset_tune.errors import ConfigError, ResetTuneError
+from reset_tune.search import stores
 from reset_tune.search.parent_run import (
     build_report,
     finish_search_run,
@@ -238,7 +239,9 @@ def _open_search(
         spec_source=str(spec.source),
         spec_text=Path(spec_path).read_text(),
         tracking_uri="",
-        optuna_storage=options.storage or optuna_storage_url(options.state),
+        optuna_storage=stores.recorded_storage(
+            stores.optuna_storage_url(options.storage) or optuna_storage_url(options.state)
+        ),
         target_trials=options.trials or spec.trials,
         directory=str(directory),
     )
@@ -260,13 +263,9 @@ def _open_study(
     seeds: SeedConfigs | None = None,
 ) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        storage = optuna.storages.RDBStorage(record.optuna_storage)
-    except Exception as error:  # noqa: BLE001 - any driver/URL problem: one clear message
-        raise SearchFailed(
-            f"cannot open the Optuna storage {record.optuna_storage!r}: {error}; give a "
-            "reachable database URL with --storage (sqlite:///FILE or postgresql://...)"
-        ) from None
+    storage = stores.open_optuna_storage(
+        record.optuna_storage, stores.optuna_storage_url(options.storage)
+    )
     study = optuna.create_study(
         study_name=record.search_id,
         storage=storage,
@@ -376,7 +375,9 @@ def _run_segment(
         # the random start-up draws of the first segment.
         sampler=make_sampler(spec, seed_offset=len(study.get_trials(deepcopy=False))),
         study_name=record.search_id,
-        storage=optuna.storages.RDBStorage(record.optuna_storage),
+        storage=stores.open_optuna_storage(
+            record.optuna_storage, stores.optuna_storage_url(options.storage)
+        ),
         steps_per_seed=int(TrainConfig.from_dict(spec.fixed).steps),
     )
     search: Any = searcher
@@ -444,6 +445,9 @@ def _run_segment(
     record.segments.append(segment)
     record.save()
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
+    storage_path, storage_filesystem = stores.tune_run_storage(
+        stores.tune_storage_uri(options.tune_storage), record.tune_dir
+    )
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), resources)
     tuner = tune.Tuner(
         trainable,
@@ -458,7 +462,8 @@ def _run_segment(
         ),
         run_config=tune.RunConfig(
             name=segment.name,
-            storage_path=options.tune_storage or str(record.tune_dir),
+            storage_path=storage_path,
+            storage_filesystem=storage_filesystem,
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
             # Two, not one: Tune snapshots the experiment each time a trial's oldest kept
             # checkpoint is deleted, and with one that happened at every checkpoint.
