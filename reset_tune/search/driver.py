@@ -129,10 +129,15 @@ class SearchOutcome:
 
 
 def experiment_name(spec: SearchSpec) -> str:
-    """The MLflow experiment (and search-id prefix): the spec's `name`, else its file's stem."""
+    """The MLflow experiment (and search-id prefix): the spec's `name`, else its file's stem; a
+    stem that reads as MLflow's own "Default" experiment (default.yaml) becomes `reset-tune`."""
     if "name" in spec.model_fields_set:
         return spec.name
     stem = Path(spec.source).stem
+    if stem.lower() == "default":
+        from reset_tune.tracking.names import DEFAULT_EXPERIMENT
+
+        return DEFAULT_EXPERIMENT
     return stem if stem and stem != "search spec" else spec.name
 
 

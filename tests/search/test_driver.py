@@ -86,7 +86,7 @@ def test_resume_finds_the_latest_search_or_says_what_exists(tmp_path):
     time.sleep(0.01)
     second, _, _ = _open_search("search_spaces/fashion-mnist.yaml", SearchOptions(state=tmp_path))
     assert find_search(tmp_path, None).search_id == second.search_id
-    assert find_search(tmp_path, None, spec_name="default").search_id == first.search_id
+    assert find_search(tmp_path, None, spec_name="reset-tune").search_id == first.search_id
     with pytest.raises(ConfigError, match=f"no search 'nope'.*{first.search_id}"):
         find_search(tmp_path, "nope")
     resumed, spec, _ = _open_search(
