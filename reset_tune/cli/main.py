@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from reset_tune import __version__
 from reset_tune.cli import (
+    deploy_command,
     jobs_command,
     recommend_command,
     search_command,
@@ -16,6 +17,7 @@ from reset_tune.cli import (
     train_command,
 )
 from reset_tune.errors import ConfigError, DataError, ResetTuneError, TrainingDiverged
+from reset_tune.redact import redact_text
 
 USAGE_ERROR = 2
 
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     sync_command.register(commands)
     stack_command.register(commands)
     jobs_command.register(commands)
+    deploy_command.register(commands)
     recommend_command.register(commands)
     return parser
 
@@ -50,17 +53,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except (ConfigError, DataError) as error:
-        print(f"reset-tune {args.command}: error: {error}", file=sys.stderr)
+        _error_line(args.command, f"error: {error}")
         return USAGE_ERROR
     except TrainingDiverged as error:
-        print(f"reset-tune {args.command}: {error}", file=sys.stderr)
+        _error_line(args.command, str(error))
         return 1
     except ResetTuneError as error:
-        print(f"reset-tune {args.command}: error: {error}", file=sys.stderr)
+        _error_line(args.command, f"error: {error}")
+        return 1
+    except OSError as error:
+        # The machine refused (disk full, permission, a vanished file): what and where, no trace.
+        where = f" ({error.filename})" if error.filename else ""
+        _error_line(args.command, f"error: {error.strerror or error}{where}")
         return 1
     except KeyboardInterrupt:
-        print(f"reset-tune {args.command}: interrupted; nothing was written.", file=sys.stderr)
+        _error_line(args.command, "interrupted; nothing was written.")
         return 130
+
+
+def _error_line(command: str, text: str) -> None:
+    """The error as the user sees it, with every URI's credentials masked."""
+    print(f"reset-tune {command}: {redact_text(text)}", file=sys.stderr)
 
 
 if __name__ == "__main__":
