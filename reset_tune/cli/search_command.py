@@ -7,8 +7,9 @@ import contextlib
 import functools
 import json
 import sys
-from pathlib import Path
 
+from reset_tune.errors import ConfigError
+from reset_tune.redact import redact_uri
 from reset_tune.state import state_dir
 
 
@@ -80,7 +81,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from reset_tune import search
 
-    _check_flags(args)
+    if args.top < 1:
+        raise ConfigError(f"--top must be at least 1, got {args.top}")
     state = state_dir(args.state_dir)
     progress = sys.stderr if args.json else sys.stdout
     call = functools.partial(
@@ -135,28 +137,10 @@ def run(args: argparse.Namespace) -> int:
     print(report.verdict().line())
     print(f"full config: {record.path / 'search.json'}")
     if report.mlflow_url:
-        print(f"MLflow UI: {report.mlflow_url}")
+        print(f"MLflow UI: {redact_uri(report.mlflow_url)}")
     elif report.tracking_uri:
-        print(f"tracked in: {report.tracking_uri}")
+        print(f"tracked in: {redact_uri(report.tracking_uri)}")
     return 0
-
-
-def _check_flags(args: argparse.Namespace) -> None:
-    """The flags' own checks, worded with the flags (`search.run` checks its arguments too)."""
-    from reset_tune.errors import ConfigError
-
-    for option, value, minimum in (
-        ("--max-failures", args.max_failures, 0),
-        ("--checkpoint-every", args.checkpoint_every, 1),
-    ):
-        if value < minimum:
-            raise ConfigError(f"{option} must be at least {minimum}, got {value}")
-    if args.spec is None and args.resume is None:
-        raise ConfigError("give a search spec file, e.g. search_spaces/default.yaml")
-    if args.spec is not None and not Path(args.spec).is_file():
-        raise ConfigError(f"{args.spec}: no such spec file")
-    if args.trials is not None and args.trials < 1:
-        raise ConfigError(f"--trials must be at least 1, got {args.trials}")
 
 
 def _counts(counts: dict[str, int]) -> str:

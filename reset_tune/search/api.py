@@ -1,17 +1,17 @@
 """`reset_tune.search.run`: run (or resume) a search from Python, as `reset-tune search` does.
 
 Every argument is checked before anything starts (no state directory entry, no cluster, no
-tracking server); a bad one raises `ConfigError` naming it. Ray, Optuna and the engine are
+tracking server) by `reset_tune.search.preflight`, the same checks `reset-tune search` makes; a bad
+one raises `ConfigError` naming it (and its flag). Ray, Optuna and the engine are
 imported only when a search runs, so importing `reset_tune.search` stays light.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from reset_tune.errors import ConfigError
+from reset_tune.search.preflight import check_arguments
 from reset_tune.state import state_dir as default_state_dir
 
 if TYPE_CHECKING:
@@ -48,29 +48,15 @@ def run(
     `checkpoint_every`: evaluations between trial checkpoints. `stream` gets the progress lines
     (default stdout); `tracking` replaces the MLflow sink (tests pass a `MemorySink`).
     """
-    if spec_path is not None and not isinstance(spec_path, str | os.PathLike):
-        raise ConfigError(
-            f"spec_path must be the path of a search spec file, got {type(spec_path).__name__}"
-        )
-    if spec_path is None and not resume:
-        raise ConfigError("give a search spec file, e.g. search_spaces/default.yaml")
-    if spec_path is not None and not Path(spec_path).is_file():
-        raise ConfigError(f"{os.fspath(spec_path)}: no such spec file")
-    if search_id is not None and not resume:
-        raise ConfigError("search_id names the search to resume; pass resume=True with it")
-    for name, value, minimum in (
-        ("trials", trials, 1),
-        ("max_failures", max_failures, 0),
-        ("checkpoint_every", checkpoint_every, 1),
-    ):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{name} must be an integer, got {value!r}")
-        if value < minimum:
-            raise ConfigError(f"{name} must be at least {minimum}, got {value}")
-    if not report_interval_s >= 0:
-        raise ConfigError(f"report_interval_s must be at least 0, got {report_interval_s!r}")
+    check_arguments(
+        spec_path,
+        resume=resume,
+        search_id=search_id,
+        trials=trials,
+        max_failures=max_failures,
+        checkpoint_every=checkpoint_every,
+        report_interval_s=report_interval_s,
+    )
 
     from reset_tune.search.driver import SearchOptions, run_search
 

@@ -35,7 +35,8 @@ from reset_tune.config import TrainConfig
 from reset_tune.data import DataSplits
 from reset_tune.engine import prepare_data
 from reset_tune.engine.runtime import provenance
-from reset_tune.errors import ConfigError, ResetTuneError
+from reset_tune.errors import ConfigError
+from reset_tune.redact import MASK, redact_text, redact_uri
 from reset_tune.search import stores
 from reset_tune.search.parent_run import (
     build_report,
@@ -43,8 +44,17 @@ from reset_tune.search.parent_run import (
     search_params,
     search_tags,
 )
+from reset_tune.search.preflight import (
+    SearchFailed,
+    check_optuna_storage,
+    check_ray_address,
+    check_state_dir,
+    check_tracking_uri,
+    check_tune_storage,
+)
 from reset_tune.search.racing import Race, RaceRules, split_race_params
 from reset_tune.search.record import (
+    FAILED,
     FINISHED,
     INTERRUPTED,
     RUNNING,
@@ -88,18 +98,16 @@ from reset_tune.tracking import (
     resolve_tracking_uri,
     run_url,
 )
+from reset_tune.tracking.names import FAILED as RUN_FAILED
 from reset_tune.tracking.names import KILLED as RUN_KILLED
-from reset_tune.yaml_files import read_yaml_file
+from reset_tune.tracking.names import TRACKING_URI_ENV
+from reset_tune.yaml_files import read_text_file, read_yaml_file
 
 DONE_STATES = ("COMPLETE", "PRUNED", "FAIL")
 INTERRUPTED_ATTR = "reset_tune.interrupted"  # an Optuna trial left running by a killed driver
 
 
 Say = Callable[[str], None]  # prints one line of progress
-
-
-class SearchFailed(ResetTuneError):
-    """The search could not run (cluster, storage); the message says what and how to fix it."""
 
 
 @dataclass
@@ -142,25 +150,37 @@ def experiment_name(spec: SearchSpec) -> str:
 
 
 def run_search(spec_path: str | os.PathLike | None, options: SearchOptions) -> SearchOutcome:
-    """Run (or resume) a search; returns its record and report. See the module docstring."""
+    """Run (or resume) a search; returns its record and report. See the module docstring.
+
+    Everything that can be checked is checked before anything is created (`_checked_search`,
+    `reset_tune.search.preflight`, the data). What fails after the record exists ends the parent
+    run FAILED with the reason; a new search that never ran a trial is marked failed, so that
+    `--resume` does not pick it.
+    """
     out = options.stream or sys.stdout
-    record, spec, seeds = _open_search(spec_path, options)
     say = _printer(out)
+    spec, seeds, resumed = _checked_search(spec_path, options)
+    _preflight(options, resumed)
+    data = _shared_data(spec)  # a missing dataset or noise matrix fails here, before any record
+    record = resumed if resumed is not None else _new_record(spec_path, spec, options)
     say(f"search {record.search_id}: {spec.description or spec.source}")
 
-    if options.tracking is not None:
-        tracking_uri, server = record.tracking_uri or "memory", None
-    else:
-        explicit = options.mlflow_uri or _recorded_uri(record, options)
-        tracking_uri, server = resolve_tracking_uri(explicit, mlflow_dir(options.state))
-        record.tracking_explicit = server is None
-    if server is not None and server.started:
-        say(f"started the local MLflow server at {server.uri} (state in {server.state_dir})")
-    record.tracking_uri = tracking_uri
-    sink = options.tracking or MlflowSink(
-        tracking_uri, record.experiment_name, outbox_dir=record.outbox_dir
-    )
+    parent: str | None = None
+    sink: TrackingSink | None = None
     try:
+        if options.tracking is not None:
+            tracking_uri, server = record.tracking_uri or "memory", None
+        else:
+            explicit = options.mlflow_uri or _recorded_uri(record, options)
+            tracking_uri, server = resolve_tracking_uri(explicit, mlflow_dir(options.state))
+            record.tracking_explicit = server is None
+        if server is not None and server.started:
+            say(f"started the local MLflow server at {server.uri} (state in {server.state_dir})")
+        # The record keeps the URI with its credentials masked (a resume asks for them again).
+        record.tracking_uri = redact_uri(tracking_uri)
+        sink = options.tracking or MlflowSink(
+            tracking_uri, record.experiment_name, outbox_dir=record.outbox_dir
+        )
         study = _open_study(spec, record, options, seeds)
         parent = sink.start_search(
             record.search_id,
@@ -170,39 +190,86 @@ def run_search(spec_path: str | os.PathLike | None, options: SearchOptions) -> S
             run_key=record.search_id,
         )
         with tune_environment(), _ray_connection(options.address, options.state, say):
-            _run_segment(spec, record, study, sink, parent, options, say)
+            _run_segment(spec, record, study, sink, parent, options, say, data)
         report = build_report(spec, record, study)
-        report.tracking_uri = tracking_uri
+        report.tracking_uri = redact_uri(tracking_uri)
         finish_search_run(sink, parent, record, report)
         sink.flush(timeout_s=30.0)
         run_id = getattr(sink, "mlflow_run_id", lambda _h: None)(parent)
         record.mlflow_parent_run_id = run_id
         report.mlflow_url = run_url(tracking_uri, run_id) if run_id else None
+        if report.mlflow_url is not None:
+            report.mlflow_url = redact_uri(report.mlflow_url)
         record.status = FINISHED
         best = report.best
         record.best = None if best is None else {"label": best.label, "config": best.config}
         record.verdict = report.verdict().to_json()
         record.save()
         return SearchOutcome(record=record, report=report)
-    except BaseException:
-        if record.status == RUNNING:
-            record.status = INTERRUPTED
-            record.save()
+    except BaseException as error:
+        _record_failure(record, sink, parent, error, new=resumed is None)
         raise
     finally:
-        sink.close()
+        if sink is not None:
+            sink.close()
+
+
+def _record_failure(
+    record: SearchRecord,
+    sink: TrackingSink | None,
+    parent: str | None,
+    error: BaseException,
+    *,
+    new: bool,
+) -> None:
+    """After a failure: the parent run ends FAILED with the reason (KILLED when interrupted);
+    the record says `interrupted` when trials ran or an interrupt stopped it (so `--resume`
+    continues it), else `failed` (so `--resume` does not pick it)."""
+    interrupted = isinstance(error, KeyboardInterrupt)
+    ran = bool(record.segments)  # a Tune segment started: trials may have run
+    if record.status == RUNNING:
+        record.status = INTERRUPTED if interrupted or ran or not new else FAILED
+        record.save()
+    if sink is None or parent is None or interrupted:
+        return
+    reason = redact_text(str(error).splitlines()[0] if str(error) else type(error).__name__)
+    try:
+        sink.finish_search(parent, RUN_FAILED, failure_reason=reason)
+    except Exception:  # noqa: BLE001 - the original error is what the user must see
+        pass
+
+
+def _preflight(options: SearchOptions, resumed: SearchRecord | None) -> None:
+    """Every store and service the search needs, checked before anything is created."""
+    check_state_dir(options.state)
+    target = _ray_target(options.address, options.state)
+    if target:
+        check_ray_address(target)
+    given = stores.optuna_storage_url(options.storage)
+    if given is not None:
+        check_optuna_storage(given, explicit=True)
+    elif resumed is None:
+        check_optuna_storage(optuna_storage_url(options.state), explicit=False)
+    tune_storage = stores.tune_storage_uri(options.tune_storage)
+    if tune_storage is not None:
+        check_tune_storage(tune_storage)
+    if options.tracking is None:
+        uri = options.mlflow_uri or os.environ.get(TRACKING_URI_ENV)
+        if uri:
+            check_tracking_uri(
+                uri, option="--mlflow-uri" if options.mlflow_uri else "$" + TRACKING_URI_ENV
+            )
 
 
 # -- opening a search ----------------------------------------------------------------------------
 SeedConfigs = tuple[list[dict[str, Any]], str]  # configurations to queue first, and their source
 
 
-def _open_search(
+def _checked_search(
     spec_path: str | os.PathLike | None, options: SearchOptions
-) -> tuple[SearchRecord, SearchSpec, SeedConfigs | None]:
-    """Check everything the user gave, then (only then) create the search's record."""
-    if options.trials is not None and options.trials < 1:
-        raise ConfigError(f"--trials must be at least 1, got {options.trials}")
+) -> tuple[SearchSpec, SeedConfigs | None, SearchRecord | None]:
+    """Check everything the user gave; creates nothing. Returns the spec, the configurations to
+    try first, and the record of the search to resume (None for a new search)."""
     if options.resume:
         name = None
         if spec_path is not None and options.search_id is None:
@@ -221,7 +288,7 @@ def _open_search(
         if options.trials is not None:
             record.target_trials = options.trials
         record.status = RUNNING
-        return record, spec, None
+        return spec, None, record
     if spec_path is None:
         raise ConfigError("give a search spec file (e.g. search_spaces/default.yaml)")
     spec = load_spec(spec_path)
@@ -233,6 +300,24 @@ def _open_search(
         for i, config in enumerate(configs):
             to_trial_params(spec, config, where=f"{source}[{i}]")  # raises on a bad one
         seeds = (configs, source)
+    return spec, seeds, None
+
+
+def _open_search(
+    spec_path: str | os.PathLike | None, options: SearchOptions
+) -> tuple[SearchRecord, SearchSpec, SeedConfigs | None]:
+    """Check what the user gave, then (only then) open the search's record: the resumed one, or
+    a new one created now. (`run_search` runs the preflight and prepares the data in between.)"""
+    spec, seeds, resumed = _checked_search(spec_path, options)
+    record = resumed if resumed is not None else _new_record(spec_path, spec, options)
+    return record, spec, seeds
+
+
+def _new_record(
+    spec_path: str | os.PathLike | None, spec: SearchSpec, options: SearchOptions
+) -> SearchRecord:
+    """Create the new search's folder and record (only once every check has passed)."""
+    assert spec_path is not None  # a new search always has a spec file (`_checked_search`)
     name = experiment_name(spec)
     search_id = new_search_id(name)
     directory = search_directory(options.state, search_id)
@@ -242,7 +327,7 @@ def _open_search(
         experiment_name=name,
         spec=spec.model_dump(mode="json"),
         spec_source=str(spec.source),
-        spec_text=Path(spec_path).read_text(),
+        spec_text=read_text_file(spec_path, "search spec file"),
         tracking_uri="",
         optuna_storage=stores.recorded_storage(
             stores.optuna_storage_url(options.storage) or optuna_storage_url(options.state)
@@ -251,12 +336,18 @@ def _open_search(
         directory=str(directory),
     )
     record.save()
-    return record, spec, seeds
+    return record
 
 
 def _recorded_uri(record: SearchRecord, options: SearchOptions) -> str | None:
-    """A resumed search keeps a tracking server it was given (the embedded one is found anew)."""
+    """A resumed search keeps a tracking server it was given (the embedded one is found anew);
+    a recorded URI had its credentials masked, so the user gives it again."""
     if options.resume and record.tracking_explicit:
+        if MASK in record.tracking_uri:
+            raise ConfigError(
+                f"search {record.search_id} was tracked at {record.tracking_uri}; give that "
+                "--mlflow-uri again, with its credentials, to resume it"
+            )
         return record.tracking_uri
     return None
 
@@ -339,6 +430,7 @@ def _run_segment(
     parent: str,
     options: SearchOptions,
     say: Say,
+    data: dict[tuple[int, str], DataSplits],
 ) -> None:
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
@@ -361,7 +453,6 @@ def _run_segment(
             say(f"resuming the race: {waiting} seed run(s) of raced configurations to run")
     remaining = max(remaining, 0)
 
-    data = _shared_data(spec)
     setup = TrialSetup(
         spec=spec,
         data=data,
@@ -682,17 +773,27 @@ def _ray_connection(address: str | None, state: Path, say: Say) -> Iterator[None
         yield
         return
     from reset_tune.search.cluster import find_local_stack
-    from reset_tune.search.ray_auth import ensure_auth_mode, join_local_stack
+    from reset_tune.search.ray_auth import (
+        ensure_auth_mode,
+        head_listens_on_loopback_only,
+        is_loopback_address,
+        join_local_stack,
+    )
 
-    target = address or os.environ.get("RAY_ADDRESS")
+    target = _ray_target(address, state)
     stack = find_local_stack(state)
-    if stack is not None and target in (None, stack.gcs_address):
-        target = stack.gcs_address
+    if target and target != "auto" and not target.startswith("ray://"):
+        check_ray_address(target)
+    if target is not None and (
+        (stack is not None and target == stack.gcs_address)
+        or (is_loopback_address(target) and head_listens_on_loopback_only(target))
+    ):
+        # A loopback-only head (ours, or one another state directory started) listens on
+        # 127.0.0.1 only: without the same setting Ray dials the machine's routable address
+        # and hangs for minutes.
         join_local_stack()
     else:
         ensure_auth_mode(target)
-    if target and target != "auto" and not target.startswith("ray://"):
-        _check_reachable(target)
     try:
         if target:
             ray.init(address=target, logging_level=logging.WARNING, log_to_driver=False)
@@ -717,21 +818,20 @@ def _ray_connection(address: str | None, state: Path, say: Say) -> Iterator[None
         ray.shutdown()
 
 
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Fail in seconds, with the fix, when nothing listens at a GCS address (Ray would retry for
-    many minutes)."""
-    import socket
+_check_reachable = check_ray_address  # the name the driver's tests know it by
 
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
-            return
-    except (OSError, ValueError) as error:
-        raise SearchFailed(
-            f"no Ray cluster answers at {address} ({error}); start one (`reset-tune up`, "
-            "`ray start --head`), fix --address / RAY_ADDRESS, or leave both unset to use a "
-            "local Ray instance"
-        ) from None
+
+def _ray_target(address: str | None, state: Path) -> str | None:
+    """The cluster a search joins: `address`, $RAY_ADDRESS, the state directory's stack (`reset-tune
+    up`), or None (a local instance started for the search)."""
+    from reset_tune.search.cluster import find_local_stack
+
+    target = address or os.environ.get("RAY_ADDRESS") or None
+    if target is None:
+        stack = find_local_stack(state)
+        if stack is not None:
+            target = stack.gcs_address
+    return target
 
 
 def _printer(stream: TextIO) -> Say:

@@ -90,6 +90,25 @@ def join_local_stack() -> None:
     ensure_auth_mode("127.0.0.1")
 
 
+def head_listens_on_loopback_only(address: str, timeout_s: float = 5.0) -> bool | None:
+    """Whether the Ray head at `address` runs loopback-only (its node address is 127.0.0.1, as
+    the local stack's is, whichever state directory started it); None when the GCS cannot be
+    asked. A driver joining such a head needs `join_local_stack`, else Ray dials the machine's
+    routable address and hangs for minutes."""
+    try:
+        import ray._raylet
+
+        # A compiled class the type stubs of `ray._raylet` do not declare.
+        client = vars(ray._raylet)["GcsClient"](address=address)
+        nodes = client.get_all_node_info(timeout=timeout_s).values()
+        addresses = {n.node_manager_address for n in nodes if n.is_head_node}
+    except Exception:  # noqa: BLE001 - an old head, a refused call: the caller decides without
+        return None
+    if not addresses:
+        return None
+    return all(a.startswith("127.") or a in LOOPBACK_HOSTS for a in addresses)
+
+
 def head_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of the local Ray head (and so of every job and worker it starts)."""
     env = dict(os.environ if base is None else base)

@@ -118,6 +118,8 @@ def find_search(
             f"no search {search_id!r} in {searches_dir(state)} (recent: {known}); "
             "check the id, or --state-dir"
         )
+    # A search rejected before any trial ran (`failed`) has nothing to resume.
+    records = [r for r in records if r.status != FAILED]
     if spec_name is not None:
         records = [r for r in records if r.experiment_name == spec_name]
     if not records:
