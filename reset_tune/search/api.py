@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, TextIO
 
-from reset_tune.search.preflight import check_arguments
+from reset_tune.search.preflight import check_arguments, check_services
 from reset_tune.state import state_dir as default_state_dir
 
 if TYPE_CHECKING:
@@ -58,10 +58,22 @@ def run(
         report_interval_s=report_interval_s,
     )
 
+    state = default_state_dir(None if state_dir is None else os.fspath(state_dir))
+    # Before the driver (and torch, Ray, MLflow) is imported: a wrong address answers at once.
+    check_services(
+        state,
+        address=address,
+        storage=storage,
+        tune_storage=tune_storage,
+        mlflow_uri=mlflow_uri,
+        tracking_given=tracking is not None,
+        new_search=not resume,
+    )
+
     from reset_tune.search.driver import SearchOptions, run_search
 
     options = SearchOptions(
-        state=default_state_dir(None if state_dir is None else os.fspath(state_dir)),
+        state=state,
         address=address,
         mlflow_uri=mlflow_uri,
         storage=storage,

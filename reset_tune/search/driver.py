@@ -44,14 +44,7 @@ from reset_tune.search.parent_run import (
     search_params,
     search_tags,
 )
-from reset_tune.search.preflight import (
-    SearchFailed,
-    check_optuna_storage,
-    check_ray_address,
-    check_state_dir,
-    check_tracking_uri,
-    check_tune_storage,
-)
+from reset_tune.search.preflight import SearchFailed, check_ray_address, check_services, ray_target
 from reset_tune.search.racing import Race, RaceRules, split_race_params
 from reset_tune.search.record import (
     FAILED,
@@ -100,7 +93,6 @@ from reset_tune.tracking import (
 )
 from reset_tune.tracking.names import FAILED as RUN_FAILED
 from reset_tune.tracking.names import KILLED as RUN_KILLED
-from reset_tune.tracking.names import TRACKING_URI_ENV
 from reset_tune.yaml_files import read_text_file, read_yaml_file
 
 DONE_STATES = ("COMPLETE", "PRUNED", "FAIL")
@@ -160,7 +152,15 @@ def run_search(spec_path: str | os.PathLike | None, options: SearchOptions) -> S
     out = options.stream or sys.stdout
     say = _printer(out)
     spec, seeds, resumed = _checked_search(spec_path, options)
-    _preflight(options, resumed)
+    check_services(
+        options.state,
+        address=options.address,
+        storage=options.storage,
+        tune_storage=options.tune_storage,
+        mlflow_uri=options.mlflow_uri,
+        tracking_given=options.tracking is not None,
+        new_search=resumed is None,
+    )
     data = _shared_data(spec)  # a missing dataset or noise matrix fails here, before any record
     record = resumed if resumed is not None else _new_record(spec_path, spec, options)
     say(f"search {record.search_id}: {spec.description or spec.source}")
@@ -237,28 +237,6 @@ def _record_failure(
         sink.finish_search(parent, RUN_FAILED, failure_reason=reason)
     except Exception:  # noqa: BLE001 - the original error is what the user must see
         pass
-
-
-def _preflight(options: SearchOptions, resumed: SearchRecord | None) -> None:
-    """Every store and service the search needs, checked before anything is created."""
-    check_state_dir(options.state)
-    target = _ray_target(options.address, options.state)
-    if target:
-        check_ray_address(target)
-    given = stores.optuna_storage_url(options.storage)
-    if given is not None:
-        check_optuna_storage(given, explicit=True)
-    elif resumed is None:
-        check_optuna_storage(optuna_storage_url(options.state), explicit=False)
-    tune_storage = stores.tune_storage_uri(options.tune_storage)
-    if tune_storage is not None:
-        check_tune_storage(tune_storage)
-    if options.tracking is None:
-        uri = options.mlflow_uri or os.environ.get(TRACKING_URI_ENV)
-        if uri:
-            check_tracking_uri(
-                uri, option="--mlflow-uri" if options.mlflow_uri else "$" + TRACKING_URI_ENV
-            )
 
 
 # -- opening a search ----------------------------------------------------------------------------
@@ -780,7 +758,7 @@ def _ray_connection(address: str | None, state: Path, say: Say) -> Iterator[None
         join_local_stack,
     )
 
-    target = _ray_target(address, state)
+    target = ray_target(address, state)
     stack = find_local_stack(state)
     if target and target != "auto" and not target.startswith("ray://"):
         check_ray_address(target)
@@ -819,19 +797,6 @@ def _ray_connection(address: str | None, state: Path, say: Say) -> Iterator[None
 
 
 _check_reachable = check_ray_address  # the name the driver's tests know it by
-
-
-def _ray_target(address: str | None, state: Path) -> str | None:
-    """The cluster a search joins: `address`, $RAY_ADDRESS, the state directory's stack (`reset-tune
-    up`), or None (a local instance started for the search)."""
-    from reset_tune.search.cluster import find_local_stack
-
-    target = address or os.environ.get("RAY_ADDRESS") or None
-    if target is None:
-        stack = find_local_stack(state)
-        if stack is not None:
-            target = stack.gcs_address
-    return target
 
 
 def _printer(stream: TextIO) -> Say:

@@ -65,12 +65,61 @@ def check_arguments(
         raise ConfigError(f"report_interval_s must be at least 0, got {report_interval_s!r}")
 
 
+def check_services(
+    state: Path,
+    *,
+    address: str | None,
+    storage: str | None,
+    tune_storage: str | None,
+    mlflow_uri: str | None,
+    tracking_given: bool = False,
+    new_search: bool = True,
+) -> None:
+    """Every folder, store and service a search needs, checked before anything is created:
+    the state directory, the Ray cluster, the Optuna storage, the Tune storage and the tracking
+    URI (each from its flag or, where it has one, its environment variable)."""
+    from reset_tune.search import stores
+    from reset_tune.state import optuna_storage_url
+    from reset_tune.tracking.names import TRACKING_URI_ENV
+
+    check_state_dir(state)
+    target = ray_target(address, state)
+    if target:
+        check_ray_address(target)
+    given = stores.optuna_storage_url(storage)
+    if given is not None:
+        check_optuna_storage(given, explicit=True)
+    elif new_search:
+        check_optuna_storage(optuna_storage_url(state), explicit=False)
+    location = stores.tune_storage_uri(tune_storage)
+    if location is not None:
+        check_tune_storage(location)
+    if not tracking_given:
+        uri = mlflow_uri or os.environ.get(TRACKING_URI_ENV)
+        if uri:
+            option = "--mlflow-uri" if mlflow_uri else "$" + TRACKING_URI_ENV
+            check_tracking_uri(uri, option=option)
+
+
 def check_state_dir(state: Path) -> None:
     """The state directory is (or can be created as) a writable folder."""
     check_output_dir(state, option="--state-dir")
 
 
 # -- the Ray cluster -----------------------------------------------------------------------------
+def ray_target(address: str | None, state: Path) -> str | None:
+    """The cluster a search joins: `address`, $RAY_ADDRESS, the state directory's stack (`reset-tune
+    up`), or None (a local instance started for the search)."""
+    from reset_tune.search.cluster import find_local_stack
+
+    target = address or os.environ.get("RAY_ADDRESS") or None
+    if target is None:
+        stack = find_local_stack(state)
+        if stack is not None:
+            target = stack.gcs_address
+    return target
+
+
 def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
     """Fail in seconds, with the fix, when `address` is malformed or nothing listens there (Ray
     would retry for many minutes). `auto` and `ray://` addresses are left to Ray."""
@@ -123,7 +172,14 @@ def check_optuna_storage(url: str, *, explicit: bool, timeout_s: float = 10.0) -
         where = Path(database)
         if where.is_dir():
             raise ConfigError(f"--storage {shown!r}: {where} is a directory, not a database file")
-        check_output_dir(where.parent, option="--storage" if explicit else "--state-dir")
+        option = "--storage" if explicit else "--state-dir"
+        if explicit and not where.parent.is_dir():
+            # SQLite creates the file, never its folder.
+            raise ConfigError(
+                f"--storage {shown!r}: the folder {where.parent} does not exist; create it or "
+                "give another file"
+            )
+        check_output_dir(where.parent, option=option)
         return
     try:
         engine = sqlalchemy.create_engine(url, pool_pre_ping=False)
