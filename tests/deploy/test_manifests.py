@@ -281,3 +281,31 @@ def test_search_args_after_a_double_dash_reach_the_entrypoint(tmp_path):
     documents = render_rayjob(tmp_path, spec, "--trials", "20", "--", "--resume")
     entry = shlex.split(documents[1]["spec"]["entrypoint"])
     assert entry[-3:] == ["--trials", "20", "--resume"]
+
+
+def test_the_image_builds_on_rays_gpu_image_at_the_pinned_versions():
+    dockerfile = (REPO / "deploy/docker/Dockerfile").read_text()
+    (base,) = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("FROM ")]
+    from reset_tune.deploy.kuberay import RAY_VERSION
+
+    assert base == f"rayproject/ray:{RAY_VERSION}-py311-gpu"
+    # The package is installed from the copied pyproject.toml: its pins, not others.
+    assert 'pip install --no-cache-dir "/tmp/reset-tune[cluster,mlflow-server]"' in dockerfile
+    for extra in ("cluster", "mlflow-server"):
+        assert f"\n{extra} = [" in (REPO / "pyproject.toml").read_text()
+
+
+def test_the_mlflow_server_is_authenticated_and_keeps_credentials_off_its_command_line():
+    script = (REPO / "deploy/mlflow/mlflow-server.sh").read_text()
+    for flag in ("--app-name basic-auth", "--serve-artifacts", "--allowed-hosts"):
+        assert flag in script
+    assert "default_permission = NO_PERMISSIONS" in script
+    assert "--backend-store-uri" not in script  # read from the environment, not argv (ps)
+    deployment = next(
+        d
+        for d in yaml.safe_load_all((REPO / "deploy/mlflow/mlflow.yaml").read_text())
+        if d["kind"] == "Deployment"
+    )
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    for name in ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_ADMIN_PASSWORD", "AWS_SECRET_ACCESS_KEY"):
+        assert "secretKeyRef" in env[name]["valueFrom"]
