@@ -11,6 +11,7 @@ from pathlib import Path
 from reset_tune.cli.train_command import _OPTIONS
 from reset_tune.config import TrainConfig
 from reset_tune.errors import ConfigError, ResetTuneError
+from reset_tune.redact import redact_text, redact_uri
 from reset_tune.state import mlflow_dir, state_dir
 
 # The settings that describe the user's problem and training; reset settings are the answer.
@@ -42,6 +43,8 @@ def register(commands: argparse._SubParsersAction) -> None:
             continue
         default = "none" if field == "noise" else TrainConfig.__dataclass_fields__[field].default
         extra = " (default: none, the labels as they are)" if field == "noise" else ""
+        if field == "dataset":
+            extra = " (required)"
         parser.add_argument(
             option, dest=field, type=kind, default=None,
             help=f"{text}{extra or f' (default: {default})'}",
@@ -99,23 +102,38 @@ def run(args: argparse.Namespace) -> int:
     def say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
+    if args.mlflow_uri is not None:
+        from reset_tune.search.preflight import check_tracking_uri
+
+        check_tracking_uri(args.mlflow_uri)
     tracking_uri = None
+    notes: list[str] = []
     if not (args.no_history and args.no_log):
         tracking_uri, server = resolve_tracking_uri(
             args.mlflow_uri, mlflow_dir(state_dir(args.state_dir))
         )
         if server is not None and server.started:
             say(f"started the local MLflow server at {server.uri}")
-    history = History() if args.no_history else None
+        if server is None and not _answers(tracking_uri):
+            # MLflow's client would retry for minutes per call; the answer needs no server.
+            shown = redact_uri(tracking_uri)
+            say(f"warning: no MLflow server answers at {shown}; answering without it")
+            notes.append(
+                f"MLflow at {shown} did not answer: history not consulted, answer not logged "
+                "(check --mlflow-uri)"
+            )
+            tracking_uri = None
+    history = History() if args.no_history or tracking_uri is None else None
     if history is None:
         assert tracking_uri is not None  # resolved above unless --no-history
-        say(f"reading finished searches from {tracking_uri} ...")
+        say(f"reading finished searches from {redact_uri(tracking_uri)} ...")
         try:
             history = read_history(tracking_uri, say=say)
         except Exception as error:  # noqa: BLE001 - any client/server failure: one clear line
             raise ResetTuneError(
-                f"cannot read past searches from {tracking_uri}: {error.__class__.__name__}: "
-                f"{str(error)[:200]}; check --mlflow-uri, or use --no-history"
+                f"cannot read past searches from {redact_uri(tracking_uri)}: "
+                f"{error.__class__.__name__}: {redact_text(str(error))[:200]}; check "
+                "--mlflow-uri, or use --no-history"
             ) from None
     answer = recommend(
         config,
@@ -127,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.no_history:
         answer.notes.append("history not consulted (--no-history)")
+    answer.notes.extend(notes)
     if spec_path is not None:
         write_bytes_atomic(spec_path, answer.spec_text().encode())
     if args.json:
@@ -141,5 +160,15 @@ def run(args: argparse.Namespace) -> int:
         if answer.run_id is not None and tracking_uri is not None:  # logged: a URI was resolved
             from reset_tune.tracking import run_url
 
-            print(f"logged to MLflow: {run_url(tracking_uri, answer.run_id) or answer.run_id}")
+            url = run_url(tracking_uri, answer.run_id)
+            print(f"logged to MLflow: {redact_uri(url) if url else answer.run_id}")
     return 0
+
+
+def _answers(tracking_uri: str) -> bool:
+    """Whether the MLflow server at an http(s) URI answers within seconds (other stores: yes)."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return True
+    from reset_tune.tracking.server import health_ok
+
+    return health_ok(tracking_uri.rstrip("/"), timeout_s=3.0)

@@ -22,6 +22,7 @@ from reset_tune.config import TrainConfig
 from reset_tune.recommend.combine import Combined, Evidence, combine, confidence_label
 from reset_tune.recommend.history import History, SettingDescription, describe_setting, read_history
 from reset_tune.recommend.profile import describe_estimate
+from reset_tune.redact import redact_text, redact_uri
 
 EXPERIMENT = "recommendations"
 SETTING_KEYS = ("dataset", "noise", "model", "batch_size", "lr", "steps", "train_subset")
@@ -283,7 +284,7 @@ def recommend(
             history = History()
             notes.append("no tracking server: answered from the theory and the profile alone")
         else:
-            say(f"reading finished searches from {tracking_uri} ...")
+            say(f"reading finished searches from {redact_uri(tracking_uri)} ...")
             history = read_history(tracking_uri, say=say)
     if description is None:
         say(f"profiling {config.dataset} and probing its dynamics at batch {config.batch_size}, "
@@ -313,11 +314,18 @@ def recommend(
         confidence=confidence_label(combined),
         config=recommended.to_dict(),
         wall_time_s=time.perf_counter() - started,
-        tracking_uri=tracking_uri,
+        tracking_uri=None if tracking_uri is None else redact_uri(tracking_uri),
         notes=notes,
     )
     if log and tracking_uri is not None:
-        answer.run_id = log_recommendation(answer, tracking_uri)
+        try:
+            answer.run_id = log_recommendation(answer, tracking_uri)
+        except Exception as error:  # noqa: BLE001 - a failing log must never cost the answer
+            reason = redact_text(str(error).splitlines()[0] if str(error) else repr(error))
+            answer.notes.append(
+                f"not logged to MLflow at {redact_uri(tracking_uri)} ({reason[:200]}); "
+                "check --mlflow-uri, or use --no-log"
+            )
     return answer
 
 
