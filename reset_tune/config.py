@@ -83,6 +83,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     deterministic: bool = True  # deterministic kernels (GPU non-determinism swamps comparisons)
     eval_batch_size: int = 1024
+    # Capture the training step and the evaluation in CUDA graphs where valid (a CUDA device;
+    # the step: SGD); `reset_tune.engine.graphs`. Off: the eager path everywhere.
+    cuda_graphs: bool = True
     memorisation_samples: int = (
         2048  # wrong-labelled training samples probed per evaluation; 0 = all
     )

@@ -29,7 +29,7 @@ def evaluate_split(
     for start in range(0, labels.shape[0], batch_size):
         x = normalize(images[start : start + batch_size])
         y = labels[start : start + batch_size]
-        with autocast_context(labels.device, autocast_dtype):
+        with autocast_context(labels.device, autocast_dtype, cache_enabled=False):
             logits = model(x)
         logits = logits.float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
@@ -50,7 +50,7 @@ def predictions(
     """Predicted classes (int64, on the device) of `images`."""
     out = []
     for start in range(0, images.shape[0], batch_size):
-        with autocast_context(images.device, autocast_dtype):
+        with autocast_context(images.device, autocast_dtype, cache_enabled=False):
             out.append(model(normalize(images[start : start + batch_size])).argmax(dim=1))
     if not out:
         return torch.empty(0, dtype=torch.int64, device=images.device)
@@ -68,8 +68,13 @@ def memorisation_fraction(predicted: torch.Tensor, noisy_labels: torch.Tensor) -
     return (predicted == noisy_labels).double().mean()
 
 
-def autocast_context(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
-    """bf16 autocast when `dtype` is given; a no-op context otherwise."""
+def autocast_context(
+    device: torch.device, dtype: torch.dtype | None, *, cache_enabled: bool = True
+) -> torch.autocast:
+    """bf16 autocast when `dtype` is given; a no-op context otherwise.
+
+    `cache_enabled=False` inside CUDA-graph capture: the cast-weight cache would keep tensors from
+    the capture alive outside the graph's memory pool (values are the same either way)."""
     if dtype is None:
         return torch.autocast(device_type=device.type, enabled=False)
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache_enabled)

@@ -36,6 +36,14 @@ from reset_tune.engine.evaluation import (
     memorisation_fraction,
     predictions,
 )
+from reset_tune.engine.graphs import (
+    CUDA_GRAPH,
+    CaptureFailed,
+    GraphedEvaluation,
+    GraphedTrainStep,
+    choose_path,
+    fall_back,
+)
 from reset_tune.engine.memorisation import (
     TRAIN_PROBE_STREAM,
     MemorisationDetector,
@@ -60,7 +68,9 @@ from reset_tune.seeding import INIT_STREAM, MEMORISATION_STREAM, torch_seed
 _STATE_VERSION = 2
 _READABLE_STATE_VERSIONS = (1, 2)
 # Keys that may differ between a saved state and the run resuming it.
-_RESUMABLE_DIFFERENCES = frozenset({"device", "data_root", "download", "eval_batch_size"})
+_RESUMABLE_DIFFERENCES = frozenset(
+    {"device", "data_root", "download", "eval_batch_size", "cuda_graphs"}
+)
 
 
 # The settings that determine a run's data: runs agreeing on these can share one DataSplits.
@@ -186,6 +196,24 @@ class TrainingRun:
         self._train_correct = torch.zeros((), device=self.device, dtype=torch.int64)
         self._train_steps_since_eval = 0
 
+        # How the step and the evaluation execute (`engine.graphs`); recorded in the provenance.
+        self.path = choose_path(
+            cuda_graphs=config.cuda_graphs, device=self.device, optimizer=config.optimizer
+        )
+        self._graphed_step = (
+            GraphedTrainStep(self._compute_step, self.optimizer, self.device)
+            if self.path.train_step == CUDA_GRAPH
+            else None
+        )
+        self._graphed_evaluation = (
+            GraphedEvaluation(self._evaluation_tensors, self.device)
+            if self.path.evaluation == CUDA_GRAPH
+            else None
+        )
+        self._started = 0.0
+        self._interval_started = 0.0
+        self._interval_first_step = 0
+
     # -- control ----------------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
         """Stop after the current evaluation (e.g. an early-stopping scheduler's decision)."""
@@ -203,27 +231,42 @@ class TrainingRun:
             return self._run(callbacks)
 
     def _run(self, callbacks: Sequence[Callback]) -> TrainResult:
+        self.begin(callbacks)
+        while self.advance(callbacks):
+            pass
+        return self.end(callbacks)
+
+    # The loop in three calls, so that a `TrainingGroup` can step several runs in lockstep.
+    def begin(self, callbacks: Sequence[Callback] = ()) -> None:
+        """Start the loop (callbacks' `on_train_start`, the clocks). Inside `kernel_settings`."""
         for callback in callbacks:
             callback.on_train_start(self)
-        config = self.config
         self.model.train()
-        started = time.perf_counter() - self.elapsed_s
-        interval_started = time.perf_counter()
-        interval_first_step = self.step
-        while self.step < config.steps and self._stop_reason is None:
-            self._train_step()
-            if self.step % config.eval_every == 0 or self.step == config.steps:
-                metrics = self._evaluate()
-                now = time.perf_counter()
-                metrics[names.STEPS_PER_S] = (self.step - interval_first_step) / max(
-                    now - interval_started, 1e-9
-                )
-                self.elapsed_s = now - started
-                self.history.append(metrics)
-                for callback in callbacks:
-                    callback.on_evaluation(self, metrics)
-                interval_started, interval_first_step = time.perf_counter(), self.step
-        self.elapsed_s = time.perf_counter() - started
+        self._started = time.perf_counter() - self.elapsed_s
+        self._interval_started = time.perf_counter()
+        self._interval_first_step = self.step
+
+    def advance(self, callbacks: Sequence[Callback] = ()) -> bool:
+        """One training step, and the evaluation when one is due; False once the loop is over."""
+        if self.step >= self.config.steps or self._stop_reason is not None:
+            return False
+        self._train_step()
+        if self.step % self.config.eval_every == 0 or self.step == self.config.steps:
+            metrics = self._evaluate()
+            now = time.perf_counter()
+            metrics[names.STEPS_PER_S] = (self.step - self._interval_first_step) / max(
+                now - self._interval_started, 1e-9
+            )
+            self.elapsed_s = now - self._started
+            self.history.append(metrics)
+            for callback in callbacks:
+                callback.on_evaluation(self, metrics)
+            self._interval_started, self._interval_first_step = time.perf_counter(), self.step
+        return self.step < self.config.steps and self._stop_reason is None
+
+    def end(self, callbacks: Sequence[Callback] = ()) -> TrainResult:
+        """θbest's test accuracy and the result (callbacks' `on_train_end`)."""
+        self.elapsed_s = time.perf_counter() - self._started
         result = self._finish()
         for callback in callbacks:
             callback.on_train_end(self, result)
@@ -233,18 +276,30 @@ class TrainingRun:
         index = self.sampler.next_indices()
         x = self.augmenter.train_batch(self.data.train_x[index])
         y = self.data.train_y[index]
-        with autocast_context(self.device, self.autocast_dtype):
-            logits = self.model(x)
-            loss = self.loss_fn(logits, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.resetter.step()
+        if self._graphed_step is not None:
+            try:
+                self._graphed_step.step(x, y)
+            except CaptureFailed as failed:
+                self.path = fall_back(self.path, part=failed.part, error=failed.error)
+                self._graphed_step = None
+        if self._graphed_step is None:
+            self.optimizer.zero_grad(set_to_none=True)
+            self._compute_step(x, y)
+        if self.resetter.step() and self._graphed_step is not None and self._graphed_step.captured:
+            self._graphed_step.rebind_optimizer_state()
         self.scheduler.step()
         self.step += 1
+        self._train_steps_since_eval += 1
+
+    def _compute_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Forward, loss, backward, optimizer step and the device-side sums: what a graph holds."""
+        with autocast_context(self.device, self.autocast_dtype, cache_enabled=False):
+            logits = self.model(x)
+            loss = self.loss_fn(logits, y)
+        loss.backward()
+        self.optimizer.step()
         self._train_loss_sum += loss.detach().double()
         self._train_correct += (logits.detach().argmax(dim=1) == y).sum()
-        self._train_steps_since_eval += 1
 
     def _choose_memorisation_probe(self) -> torch.Tensor | None:
         if self.data.train_is_wrong is None:
@@ -266,9 +321,10 @@ class TrainingRun:
         chosen = torch.randperm(n_train, generator=generator)[:size].sort().values
         return chosen.to(self.device)
 
-    def _evaluate(self) -> dict[str, float]:
+    def _evaluation_tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Validation loss and accuracy, the memorisation fraction and the train probe's accuracy,
+        as device tensors (the model is in eval mode): what an evaluation graph holds."""
         config, data = self.config, self.data
-        self.model.eval()
         val_loss, val_acc = evaluate_split(
             self.model,
             data.val_x,
@@ -297,6 +353,19 @@ class TrainingRun:
             batch_size=config.eval_batch_size,
             autocast_dtype=self.autocast_dtype,
         )
+        return val_loss, val_acc, memorisation, probe_acc
+
+    def _evaluate(self) -> dict[str, float]:
+        config = self.config
+        self.model.eval()
+        if self._graphed_evaluation is not None:
+            try:
+                val_loss, val_acc, memorisation, probe_acc = self._graphed_evaluation()
+            except CaptureFailed as failed:
+                self.path = fall_back(self.path, part=failed.part, error=failed.error)
+                self._graphed_evaluation = None
+        if self._graphed_evaluation is None:
+            val_loss, val_acc, memorisation, probe_acc = self._evaluation_tensors()
         self.model.train()
         steps = max(1, self._train_steps_since_eval)
         seen = steps * config.batch_size
@@ -377,7 +446,7 @@ class TrainingRun:
             history=list(self.history),
             data=self.data.summary(),
             config=self.config.to_dict(),
-            provenance=provenance(self.device),
+            provenance={**provenance(self.device), **self.path.as_provenance()},
         )
 
     # -- checkpointing ----------------------------------------------------------------------------
