@@ -1,10 +1,12 @@
-"""PNG plots of training curves: validation accuracy, loss and memorisation with reset events."""
+"""PNG plots for reports: training curves (validation accuracy, loss, memorisation, with reset
+events) and a search's comparison of its two arms (resetting and r = 0)."""
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,19 +31,21 @@ def render_curves(results: Mapping[str, TrainResult], *, title: str = "") -> byt
     # A bare Figure, not pyplot: no global backend switch, no figure left in pyplot's list.
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import PercentFormatter
     from matplotlib.transforms import blended_transform_factory
 
-    fig = Figure(figsize=(8, 9))
+    fig = Figure(figsize=(8, 9.5))
     axes = fig.subplots(3, 1, sharex=True)
     panels = (
-        (names.VAL_ACC, "validation accuracy (noisy labels)"),
+        (names.VAL_ACC, "validation accuracy\n(noisy labels)"),
         (names.VAL_LOSS, "validation loss (CE)"),
         (names.MEMORISATION, "memorisation of wrong labels"),
     )
     for i, (label, result) in enumerate(results.items()):
         color = _COLORS[i % len(_COLORS)]
         steps = [h[names.STEP] for h in result.history]
-        legend = f"{label}: test acc {result.test_acc:.3f}, {result.num_resets} resets"
+        resets = "" if result.armed_step is None else f", {result.num_resets} resets"
+        legend = f"{label}: clean test acc {100 * result.test_acc:.1f} %{resets}"
         for ax, (key, _) in zip(axes, panels, strict=True):
             ax.plot(
                 steps,
@@ -75,6 +79,7 @@ def render_curves(results: Mapping[str, TrainResult], *, title: str = "") -> byt
     for ax, (_, ylabel) in zip(axes, panels, strict=True):
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
+    axes[0].yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
     axes[-1].set_xlabel("step")
     axes[0].legend(loc="lower right", fontsize=8)
     axes[2].axhline(0.0, color="0.6", lw=0.6)
@@ -84,11 +89,16 @@ def render_curves(results: Mapping[str, TrainResult], *, title: str = "") -> byt
             [], [], color="0.3", ls="--", lw=1.2, label="train − val acc (noisy labels, label-free)"
         ),
         Line2D([], [], color="0.3", ls=":", lw=1.2, label="memorisation onset (label-free)"),
-        Line2D([], [], color="0.3", ls="--", lw=0.8, label="resetting armed"),
     ]
     axes[2].legend(handles=styles, loc="upper left", fontsize=7)
-    if title:
-        axes[0].set_title(title, fontsize=10)
+    # What the marks on the accuracy panel mean, once, whatever the runs.
+    marks = [
+        Line2D([], [], color="0.3", marker="o", ls="", ms=6, label="θbest (the kept checkpoint)"),
+        Line2D([], [], color="0.3", marker="|", ls="", ms=9, label="a reset (one tick each)"),
+        Line2D([], [], color="0.3", ls="--", lw=0.8, label="resetting armed"),
+    ]
+    axes[1].legend(handles=marks, loc="upper left", fontsize=7)
+    fig.suptitle(title or "training curves", fontsize=11)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
@@ -97,3 +107,127 @@ def render_curves(results: Mapping[str, TrainResult], *, title: str = "") -> byt
 
 def write_curves(path: str | Path, results: Mapping[str, TrainResult], *, title: str = "") -> Path:
     return write_bytes_atomic(path, render_curves(results, title=title))
+
+
+@dataclass(frozen=True)
+class ArmPoint:
+    """One trial in `render_comparison`: its short label, arm, r, objective and test accuracy."""
+
+    label: str  # e.g. "4" for trial-0004
+    resets: bool
+    reset_prob: float
+    objective: float
+    test_acc: float | None
+    mark: str = ""  # "" | "best" | "best r=0" | "best, best r=0"
+
+
+def render_comparison(
+    points: Sequence[ArmPoint], *, objective_metric: str, title: str, gain: float | None = None
+) -> bytes:
+    """Both arms side by side: every complete trial as a labelled dot (clean test accuracy and
+    the objective, in %, by arm; test accuracy against r), each arm's spread (its range as a
+    bar, its mean as a line), the winners starred, and the gain in the title."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import LogLocator, NullFormatter, NullLocator, PercentFormatter
+
+    as_percent = objective_metric == "val_acc"
+    fig = Figure(figsize=(14, 5), layout="constrained")
+    ax_test, ax_obj, ax_r = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1, 1.4]})
+    arms = ((0, "r = 0", False, "tab:red"), (1, "resetting", True, "tab:blue"))
+
+    def scaled(value: float) -> float:
+        return 100 * value
+
+    def by_arm(ax, key: str, percent: bool, ylabel: str) -> None:
+        for x, _name, resets, color in arms:
+            arm = [p for p in points if p.resets == resets and getattr(p, key) is not None]
+            values = [scaled(getattr(p, key)) if percent else getattr(p, key) for p in arm]
+            if not values:
+                continue
+            # The arm's spread: its range as a bar, its mean as a short line.
+            ax.vlines(x, min(values), max(values), color=color, lw=6, alpha=0.18)
+            mean = sum(values) / len(values)
+            ax.hlines(mean, x - 0.22, x + 0.22, color=color, lw=1.5)
+            for i, (point, value) in enumerate(zip(arm, values, strict=True)):
+                dx = (i % 5 - 2) * 0.06  # a fixed spread, so equal values stay apart
+                star = bool(point.mark)
+                ax.plot(x + dx, value, "*" if star else "o", color="gold" if star else color,
+                        mec="black" if star else color, ms=15 if star else 6, zorder=3)  # fmt: skip
+                ax.annotate(_point_text(point), (x + dx, value), xytext=(5, 2),
+                            textcoords="offset points", fontsize=7)  # fmt: skip
+        ax.set_xticks([a[0] for a in arms], [f"{a[1]}\n({sum(p.resets == a[2] for p in points)}"
+                      " trials)" for a in arms])  # fmt: skip
+        ax.set_xlim(-0.6, 1.6)
+        ax.set_ylabel(ylabel)
+        if percent:
+            ax.yaxis.set_major_formatter(PercentFormatter(decimals=0))
+        ax.grid(axis="y", alpha=0.3)
+
+    by_arm(ax_test, "test_acc", True, "clean test accuracy of θbest")
+    ax_test.set_title("reported: clean test accuracy", fontsize=10)
+    by_arm(ax_obj, "objective", as_percent, f"{objective_metric} at θbest")
+    ax_obj.set_title(f"searched: {objective_metric} (objective)", fontsize=10)
+
+    resetting = [p for p in points if p.resets and p.test_acc is not None]
+    baseline = [scaled(p.test_acc) for p in points if not p.resets and p.test_acc is not None]
+    if baseline:
+        ax_r.axhspan(min(baseline), max(baseline), color="tab:red", alpha=0.12)
+        ax_r.axhline(sum(baseline) / len(baseline), color="tab:red", ls="--", lw=1)
+    for point in resetting:
+        value = scaled(point.test_acc or 0.0)
+        star = bool(point.mark)
+        ax_r.plot(point.reset_prob, value, "*" if star else "o", color="gold" if star else
+                  "tab:blue", mec="black" if star else "tab:blue", ms=15 if star else 6,
+                  zorder=3)  # fmt: skip
+        ax_r.annotate(_point_text(point), (point.reset_prob, value), xytext=(5, 2),
+                      textcoords="offset points", fontsize=7)  # fmt: skip
+    if resetting:
+        rs = [p.reset_prob for p in resetting]
+        low, high = min(rs), max(rs)
+        ax_r.set_xscale("log")
+        ax_r.set_xlim(low / 1.6, high * 1.6)
+        # Major ticks only (1, 2, 5 per decade), plainly written: no crowded minor labels.
+        ax_r.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax_r.xaxis.set_major_formatter(_plain_tick)
+        ax_r.xaxis.set_minor_locator(NullLocator())
+        ax_r.xaxis.set_minor_formatter(NullFormatter())
+    ax_r.yaxis.set_major_formatter(PercentFormatter(decimals=0))
+    ax_r.set_xlabel("reset probability r per step (log scale)")
+    ax_r.set_ylabel("clean test accuracy of θbest")
+    ax_r.set_title("resetting trials by r; r = 0 trials' range shaded", fontsize=10)
+    ax_r.grid(alpha=0.3)
+    legend = [
+        Line2D([], [], color="tab:blue", marker="o", ls="", label="resetting trial (number)"),
+        Line2D([], [], color="tab:red", marker="o", ls="", label="r = 0 trial (number)"),
+        Line2D(
+            [],
+            [],
+            color="gold",
+            mec="black",
+            marker="*",
+            ls="",
+            ms=12,
+            label="best trial / best r = 0 trial",
+        ),  # fmt: skip
+        Line2D([], [], color="0.5", lw=6, alpha=0.3, label="arm's range"),
+        Line2D([], [], color="0.3", lw=1.5, label="arm's mean"),
+        Line2D([], [], color="tab:red", ls="--", lw=1, label="r = 0 mean"),
+    ]
+    fig.legend(handles=legend, loc="outside lower center", ncol=6, fontsize=8, frameon=False)
+    headline = title
+    if gain is not None:
+        headline += f" — gain of resetting: {100 * gain:+.1f} points clean test accuracy"
+    fig.suptitle(headline, fontsize=11)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def _point_text(point: ArmPoint) -> str:
+    return f"{point.label} ({point.mark})" if point.mark else point.label
+
+
+def _plain_tick(value: float, _position: int) -> str:
+    """A reset probability as written in a spec: 0.001, 0.02 (no 10^-3)."""
+    return f"{value:g}"

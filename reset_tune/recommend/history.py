@@ -170,24 +170,60 @@ class _Unusable(Exception):
     pass
 
 
-def _trial_record(run: RunSummary) -> TrialRecord:
-    from reset_tune.tracking import config_from_params
+# A trial's metrics as searches record them (`search.trial_run.SUMMARY_METRICS`), each with the
+# name searches before the ``summary/`` names used: past searches stay readable.
+_OBJECTIVE_KEYS = ("summary/objective", names.OBJECTIVE)
+_TEST_ACC_KEYS = ("summary/test_acc", names.TEST_ACC)
+_WALL_TIME_KEYS = ("summary/wall_time_s", names.WALL_TIME)
+_CONFIG_ARTIFACT = "config.json"  # a trial's full resolved config (its params hold a subset)
 
+
+def _metric(run: RunSummary, keys: tuple[str, ...]) -> float | None:
+    for key in keys:
+        if key in run.metrics:
+            return float(run.metrics[key])
+    return None
+
+
+def _trial_config(tracking_uri: str, run: RunSummary) -> dict[str, Any]:
+    """A trial's resolved config: from its params when they hold every field (searches before
+    the trimmed params), else from its `config.json` artifact."""
+    from reset_tune.config import FIELD_KINDS
+    from reset_tune.tracking import config_from_params
+    from reset_tune.tracking.queries import read_artifact_text
+
+    values = config_from_params(run.params)
+    if len(values) == len(FIELD_KINDS):
+        return values
+    text = read_artifact_text(tracking_uri, run.run_id, _CONFIG_ARTIFACT)
+    if text is None:
+        raise _Unusable(f"trial {run.run_name} has no {_CONFIG_ARTIFACT}")
     try:
-        config = TrainConfig.from_dict(config_from_params(run.params), source=run.run_name)
+        stored = json.loads(text)
+    except ValueError:
+        raise _Unusable(f"trial {run.run_name} has an unreadable {_CONFIG_ARTIFACT}") from None
+    return {k: v for k, v in stored.items() if k in FIELD_KINDS}
+
+
+def _trial_record(run: RunSummary, tracking_uri: str = "") -> TrialRecord:
+    objective = _metric(run, _OBJECTIVE_KEYS)
+    test_acc = _metric(run, _TEST_ACC_KEYS)
+    if objective is None or not math.isfinite(objective):
+        raise _Unusable(f"trial {run.run_name} finished without its objective metric")
+    if test_acc is None or not math.isfinite(test_acc):
+        raise _Unusable(f"trial {run.run_name} finished without its test accuracy metric")
+    try:
+        config = TrainConfig.from_dict(_trial_config(tracking_uri, run), source=run.run_name)
     except ConfigError as error:
         raise _Unusable(f"trial {run.run_name} has parameters that are not a valid config: "
                         f"{error}") from None  # fmt: skip
-    for key in (names.OBJECTIVE, names.TEST_ACC):
-        value = run.metrics.get(key)
-        if value is None or not math.isfinite(value):
-            raise _Unusable(f"trial {run.run_name} finished without its {key} metric")
+    wall_time = _metric(run, _WALL_TIME_KEYS)
     return TrialRecord(
         name=run.run_name,
         config=config.to_dict(),
-        objective=float(run.metrics[names.OBJECTIVE]),
-        test_acc=float(run.metrics[names.TEST_ACC]),
-        wall_time_s=float(run.metrics.get(names.WALL_TIME, math.nan)),
+        objective=objective,
+        test_acc=test_acc,
+        wall_time_s=math.nan if wall_time is None else wall_time,
         configuration=run.tags.get(tracking_names.CONFIGURATION),
     )
 
@@ -198,14 +234,15 @@ def _past_search(tracking_uri: str, parent: RunSummary) -> PastSearch:
 
     if parent.status != FINISHED:
         raise _Unusable(f"the search did not finish (status {parent.status})")
-    objective = parent.params.get("objective", "val_acc")
+    # "objective_metric" since the parent's params took the trials' names; "objective" before.
+    objective = parent.params.get("objective_metric") or parent.params.get("objective", "val_acc")
     if objective not in ("val_acc", "val_loss"):
         raise _Unusable(f"unknown objective {objective!r} in its parameters")
     finished = [t for t in trial_runs(tracking_uri, parent.run_id) if t.status == FINISHED]
     records = []
     for run in finished:
         try:
-            records.append(_trial_record(run))
+            records.append(_trial_record(run, tracking_uri))
         except _Unusable:
             continue  # one broken trial does not spoil the search; an empty arm does (below)
     if not records:

@@ -7,7 +7,6 @@ clean test accuracy is shown beside it, never used to choose.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import warnings
@@ -76,10 +75,14 @@ class SearchReport:
     trials: list[TrialOutcome]
     importances: dict[str, float]
     tracking_uri: str | None = None
-    mlflow_url: str | None = None
+    mlflow_url: str | None = None  # the parent run in the UI's model-training view
+    mlflow_trials_url: str | None = None  # the search's trials, sorted by the objective
     racing: bool = False  # `trials` are configurations raced on seeds (`runs` are the seed runs)
     runs: list[TrialOutcome] = field(default_factory=list)
     steps: int | None = None  # the training budget, for the verdict's wording
+    # Every seed's full result of each complete run, by Tune trial id: the winners' curves.
+    # Not part of `to_json` (the trials' files hold them).
+    results: dict[str, list[TrainResult]] = field(default_factory=dict, repr=False)
 
     @property
     def complete(self) -> list[TrialOutcome]:
@@ -158,20 +161,43 @@ class SearchReport:
         return counts
 
     def summary_metrics(self) -> dict[str, float]:
-        metrics: dict[str, float] = {f"trials/{k}": float(v) for k, v in self.counts().items()}
-        best, baseline = self.best, self.best_baseline
-        if best is not None:
-            metrics["best/objective"] = best.objective_value
-            if best.test_acc is not None:
-                metrics["best/test_acc"] = float(best.test_acc)
-            metrics["best/reset_prob"] = float(best.config.get(RESET_PROB, 0.0))
-        if baseline is not None and baseline.test_acc is not None:
-            metrics["baseline/test_acc"] = float(baseline.test_acc)
-            metrics["baseline/objective"] = baseline.objective_value
-            if best is not None and best.test_acc is not None:
-                metrics["gain/test_acc"] = float(best.test_acc) - float(baseline.test_acc)
+        """The search's outcome as the parent run's metrics, under ``summary/`` with the trials'
+        names (`trial_run.SUMMARY_METRICS`): the best trial's objective and clean test accuracy
+        (``summary/objective``, ``summary/test_acc``), the same of the best r = 0 trial
+        (``summary/r0_*``) and of the best resetting one (``summary/resetting_*``), the gain
+        (best resetting − best r = 0 clean test accuracy), trial counts; then the verdict's."""
+        metrics: dict[str, float] = {
+            f"summary/trials_{k}": float(v) for k, v in self.counts().items()
+        }
+        metrics["summary/trials"] = float(len(self.trials))
+        for prefix, trial in (
+            ("summary/", self.best),
+            ("summary/r0_", self.best_baseline),
+            ("summary/resetting_", self.best_resetting),
+        ):
+            if trial is None:
+                continue
+            metrics[f"{prefix}objective"] = trial.objective_value
+            if trial.test_acc is not None:
+                metrics[f"{prefix}test_acc"] = float(trial.test_acc)
+        if self.best is not None:
+            metrics["summary/reset_prob"] = float(self.best.config.get(RESET_PROB, 0.0))
+        gain = self.gain
+        if gain is not None:
+            metrics["summary/gain_test_acc"] = gain
         metrics.update(self.verdict().metrics())
         return metrics
+
+    @property
+    def gain(self) -> float | None:
+        """Clean test accuracy of the best resetting trial minus the best r = 0 trial's (both
+        chosen by the objective); None without both."""
+        resetting, baseline = self.best_resetting, self.best_baseline
+        if resetting is None or baseline is None:
+            return None
+        if resetting.test_acc is None or baseline.test_acc is None:
+            return None
+        return float(resetting.test_acc) - float(baseline.test_acc)
 
     def to_json(self) -> dict[str, Any]:
         best = self.best
@@ -187,6 +213,7 @@ class SearchReport:
             "trials": [asdict(t) for t in self.trials],
             "tracking_uri": self.tracking_uri,
             "mlflow_url": self.mlflow_url,
+            "mlflow_trials_url": self.mlflow_trials_url,
             "summary": self.summary_metrics(),
             "verdict": self.verdict().to_json(),
             "verdict_line": self.verdict().line(),
@@ -232,51 +259,68 @@ class SearchReport:
         return "\n".join(lines)
 
     def comparison_plot(self) -> bytes:
-        """Clean test accuracy (θbest) against reset probability; r = 0 trials marked apart."""
-        # A bare Figure, not pyplot: no global backend switch, no figure left in pyplot's list.
-        from matplotlib.figure import Figure
+        """Both arms side by side, every complete trial labelled by its number, the winners
+        starred, each arm's spread (`plots.render_comparison`)."""
+        from reset_tune.plots import ArmPoint, render_comparison
 
-        fig = Figure(figsize=(10, 4), layout="constrained")
-        ax_test, ax_obj = fig.subplots(1, 2)
-        resetting = [t for t in self.complete if t.resets]
-        baseline = [t for t in self.complete if not t.resets]
-        for ax, key, label in (
-            (ax_test, "test_acc", "clean test accuracy (θbest)"),
-            (ax_obj, "objective", f"{self.objective_metric} (objective)"),
-        ):
-            xs = [float(t.config[RESET_PROB]) for t in resetting if getattr(t, key) is not None]
-            ys = [float(getattr(t, key)) for t in resetting if getattr(t, key) is not None]
-            ax.scatter(xs, ys, label="resetting trials", color="tab:blue")
-            values = [float(getattr(t, key)) for t in baseline if getattr(t, key) is not None]
-            for i, value in enumerate(values):
-                ax.axhline(
-                    value,
-                    color="tab:red",
-                    linestyle="--",
-                    linewidth=1,
-                    label="r = 0 trials" if i == 0 else None,
-                )
-            best = self.best
-            if best is not None and getattr(best, key) is not None and best.resets:
-                ax.scatter(
-                    [float(best.config[RESET_PROB])],
-                    [float(getattr(best, key))],
-                    marker="*",
-                    s=200,
-                    color="gold",
-                    edgecolor="black",
-                    label="best (by objective)",
-                    zorder=3,
-                )
-            if xs:
-                ax.set_xscale("log")
-            ax.set_xlabel("reset probability per step")
-            ax.set_ylabel(label)
-            ax.legend(fontsize=8)
-        fig.suptitle(f"{self.search_id}: resetting vs r = 0")
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=110)
-        return buffer.getvalue()
+        marks: dict[str, list[str]] = {}
+        for trial, mark in ((self.best, "best"), (self.best_baseline, "best r=0")):
+            if trial is not None:
+                marks.setdefault(trial.label, []).append(mark)
+        points = [
+            ArmPoint(
+                label=_short_label(t.label),
+                resets=t.resets,
+                reset_prob=float(t.config.get(RESET_PROB, 0.0)),
+                objective=t.objective_value,
+                test_acc=None if t.test_acc is None else float(t.test_acc),
+                mark=", ".join(marks.get(t.label, [])),
+            )
+            for t in self.complete
+        ]
+        return render_comparison(
+            points,
+            objective_metric=self.objective_metric,
+            title=f"{self.search_id}: resetting vs r = 0",
+            gain=self.gain,
+        )
+
+    def winners_curves_plot(self) -> bytes | None:
+        """The best resetting and the best r = 0 trial's curves on one figure (their first
+        common seed), or the one the search has; None without a complete trial."""
+        shown: dict[str, TrainResult] = {}
+        pairs = [("best resetting", self.best_resetting), ("best r = 0", self.best_baseline)]
+        seeds = [
+            {int(r.config.get("seed", 0)) for r in self._results_of(t)}
+            for _, t in pairs
+            if t is not None
+        ]
+        common = set.intersection(*seeds) if seeds else set()
+        for what, trial in pairs:
+            if trial is None:
+                continue
+            results = self._results_of(trial)
+            chosen = [r for r in results if int(r.config.get("seed", 0)) in common] or results
+            if chosen:
+                r = min(chosen, key=lambda res: int(res.config.get("seed", 0)))
+                arm = f"r={float(r.config.get(RESET_PROB, 0.0)):.2g}" if trial.resets else "r=0"
+                shown[f"{what}: {trial.label} {arm}, seed {r.config.get('seed')}"] = r
+        if not shown:
+            return None
+        from reset_tune.plots import render_curves
+
+        return render_curves(shown, title=f"{self.search_id}: best resetting vs best r = 0")
+
+    def _results_of(self, trial: TrialOutcome) -> list[TrainResult]:
+        ids = [r.tune_trial_id for r in self.runs if r.label in trial.runs] if self.racing else []
+        return [res for i in (ids or [trial.tune_trial_id]) for res in self.results.get(i, [])]
+
+
+def _short_label(label: str) -> str:
+    """``trial-0004`` -> ``4`` (and ``trial-0004 seed 2`` -> ``4 seed 2``), for plot labels."""
+    head, _, rest = label.partition(" ")
+    number = head.removeprefix("trial-").lstrip("0") or "0"
+    return f"{number} {rest}".strip()
 
 
 def outcomes(

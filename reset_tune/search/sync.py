@@ -26,6 +26,7 @@ from reset_tune.search.spec import SearchSpec
 from reset_tune.search.trial_run import (
     evaluation_key,
     finish_trial_run,
+    is_resetting,
     new_evaluations,
     start_trial_run,
     trial_run_key,
@@ -140,7 +141,12 @@ def record_tune_trial(
         record.trial_numbers.get(trial.trial_id),
     )
     rows = trial.evaluation_rows
-    batch = new_evaluations(rows, set(logged or ()), seeds=spec.seeds_per_trial)
+    batch = new_evaluations(
+        rows,
+        set(logged or ()),
+        seeds=spec.seeds_per_trial,
+        resets=is_resetting(spec, trial.params),
+    )
     if batch:
         sink.log_metrics(handle, batch)
     outcome = trial.outcome(pruning=spec.prunes, interrupted=record.interrupted_trials)

@@ -32,6 +32,7 @@ from reset_tune.search.trainable import FAILURE_REASON, OBJECTIVE, RESULT_JSON, 
 from reset_tune.search.trial_run import (
     evaluation_key,
     finish_trial_run,
+    is_resetting,
     new_evaluations,
     start_trial_run,
     trial_run_key,
@@ -49,6 +50,7 @@ __all__ = ["ProgressPrinter", "TrialTracker", "trial_run_key"]
 class _TrialLog:
     handle: str
     label: str
+    resets: bool  # r > 0: an r = 0 trial logs no reset metrics
     logged: set[tuple[int, int]] = field(default_factory=set)
     final: dict[str, Any] | None = None
     failure: str | None = None
@@ -99,7 +101,9 @@ class TrialTracker(Callback):
             self.trial_number(trial.trial_id),
             tags=self.tags,
         )
-        self._trials[trial.trial_id] = _TrialLog(handle=handle, label=label)
+        self._trials[trial.trial_id] = _TrialLog(
+            handle=handle, label=label, resets=is_resetting(self.spec, trial.config)
+        )
 
     def on_trial_result(
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
@@ -112,7 +116,9 @@ class TrialTracker(Callback):
         if OBJECTIVE in result and RESULT_JSON in result:
             log.final = dict(result)  # its last evaluation is logged below, like the others
         rows = evaluation_rows(result)
-        batch = new_evaluations(rows, log.logged, seeds=self.spec.seeds_per_trial)
+        batch = new_evaluations(
+            rows, log.logged, seeds=self.spec.seeds_per_trial, resets=log.resets
+        )
         for row in rows:
             log.last_step = max(log.last_step, evaluation_key(row)[1])
         if batch:

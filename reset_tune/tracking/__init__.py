@@ -18,6 +18,7 @@ from reset_tune.tracking.queries import (
     find_search_runs,
     metric_history,
     run_url,
+    runs_table_url,
     trial_runs,
 )
 from reset_tune.tracking.records import (
@@ -57,6 +58,7 @@ __all__ = [
     "result_artifacts",
     "resolve_tracking_uri",
     "run_url",
+    "runs_table_url",
     "result_tags",
     "start_local_server",
     "string_params",

@@ -133,6 +133,7 @@ class Delivery:
                     self.client.create_experiment,
                     name,
                     artifact_location=artifact_location,
+                    tags={names.MLFLOW_EXPERIMENT_KIND: names.EXPERIMENT_KIND_TRAINING},
                 )
             except MlflowException as error:
                 if _error_code(error) != "RESOURCE_ALREADY_EXISTS":

@@ -78,7 +78,7 @@ class MlflowSink:
     def __init__(
         self,
         tracking_uri: str,
-        experiment_name: str = "default",
+        experiment_name: str = names.DEFAULT_EXPERIMENT,
         *,
         outbox_dir: str | os.PathLike | None = None,
         artifact_location: str | None = None,
@@ -218,6 +218,21 @@ class MlflowSink:
     ) -> None:
         self._finish(parent_run_id, status, summary_metrics, artifacts, failure_reason, tags)
 
+    def tag_run(self, run_key: str, tags: Mapping[str, str]) -> bool:
+        try:
+            queue = self._worker.queue(run_key)
+        except ValueError:
+            return False
+        # Tags may follow the run's end: MLflow accepts them on a finished run.
+        self._worker.append(queue, [Op(TAGS, tags=chunk) for chunk in _chunked(string_tags(tags))])
+        return True
+
+    def backend_run_id(self, run_key: str) -> str | None:
+        try:
+            return self.mlflow_run_id(run_key)
+        except ValueError:
+            return None
+
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Deliver now (ignoring backoff) and wait for that attempt; True when nothing is pending.
 
@@ -317,10 +332,10 @@ class MlflowSink:
         def final_ops(last_step: int) -> list[Op]:
             ops: list[Op] = []
             if summary:
-                # At the last reported step, so that the summary is each key's latest value.
-                ops.append(
-                    Op(METRICS, metrics=[(k, v, now, last_step) for k, v in summary.items()])
-                )
+                # One value per key at step 0: MLflow's charts draw a run-level value as a bar
+                # (comparable across runs), where a lone point at the last step reads as a curve.
+                # Summary keys are never evaluation keys (`summary/...`), so nothing is shadowed.
+                ops.append(Op(METRICS, metrics=[(k, v, now, 0) for k, v in summary.items()]))
             ops.extend(Op(TAGS, tags=chunk) for chunk in _chunked(all_tags))
             ops.extend(files)
             ops.append(Op(TERMINATE, status=status, end_time=now))

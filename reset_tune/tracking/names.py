@@ -34,6 +34,20 @@ RUN_KINDS = (KIND_SEARCH, KIND_TRIAL, KIND_RECOMMENDATION)
 # -- MLflow's own system tags ---------------------------------------------------------------------
 MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"  # nests a run under another in the UI
 MLFLOW_RUN_NAME = "mlflow.runName"
+MLFLOW_NOTE = "mlflow.note.content"  # a run's markdown description (the run page's Description)
+# An experiment's kind. MLflow 3.17's UI does not yet read it to pick its view (the URL's
+# `workflowType` decides, see `queries.run_url`), but it is the declared way to say "training".
+MLFLOW_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"
+# The UI's model-training view (runs, charts, models) rather than its GenAI view (traces, judges).
+UI_TRAINING_VIEW = "workflowType=machine_learning"
+# Default experiment of searches: never the look-alike of MLflow's own "Default".
+DEFAULT_EXPERIMENT = "reset-tune"
+# A search's winners among its trials: "best" (the best trial), "best r=0" (the best trial
+# without resetting), or both joined by ", ". Filter: tags.`reset_tune.best` LIKE 'best%'.
+BEST = "reset_tune.best"
+BEST_OVERALL = "best"
+BEST_R0 = "best r=0"
 
 # -- run statuses a run can end with --------------------------------------------------------------
 FINISHED = "FINISHED"

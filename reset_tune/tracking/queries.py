@@ -119,7 +119,8 @@ def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, 
 
 
 def run_url(tracking_uri: str, run_id: str) -> str | None:
-    """The MLflow UI page of a run (None for a server-less URI such as sqlite:///)."""
+    """The MLflow UI page of a run, in the model-training view (None for a server-less URI such
+    as sqlite:///). Without `workflowType`, MLflow 3.17 opens its GenAI view (Traces, Judges)."""
     if not tracking_uri.startswith(("http://", "https://")):
         return None
     base = tracking_uri.rstrip("/")
@@ -127,7 +128,31 @@ def run_url(tracking_uri: str, run_id: str) -> str | None:
         experiment_id = _client(tracking_uri).get_run(run_id).info.experiment_id
     except Exception:  # noqa: BLE001 - the server is down: the UI's front page is still right
         return base
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{names.UI_TRAINING_VIEW}"
+
+
+def runs_table_url(
+    tracking_uri: str, run_id: str, *, filter_string: str, order_by_metric: str, ascending: bool
+) -> str | None:
+    """The runs table of `run_id`'s experiment, filtered and sorted by one metric, in the
+    model-training view (None for a server-less URI, or when the server cannot say where)."""
+    from urllib.parse import urlencode
+
+    if not tracking_uri.startswith(("http://", "https://")):
+        return None
+    try:
+        experiment_id = _client(tracking_uri).get_run(run_id).info.experiment_id
+    except Exception:  # noqa: BLE001 - the server is down: no table to point at
+        return None
+    query = urlencode(
+        {
+            "searchFilter": filter_string,
+            "orderByKey": f"metrics.`{order_by_metric}`",
+            "orderByAsc": "true" if ascending else "false",
+        }
+    )
+    base = tracking_uri.rstrip("/")
+    return f"{base}/#/experiments/{experiment_id}/runs?{names.UI_TRAINING_VIEW}&{query}"
 
 
 def read_artifact_text(tracking_uri: str, run_id: str, path: str) -> str | None:

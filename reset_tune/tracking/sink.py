@@ -2,7 +2,7 @@
 
 The driver's side of one search, with the hook points in order::
 
-    sink = MlflowSink(tracking_uri, experiment_name="default")   # or MemorySink() in tests
+    sink = MlflowSink(tracking_uri, experiment_name="reset-tune")   # or MemorySink() in tests
     parent = sink.start_search(search_id, params=spec_params, tags=spec_tags)
     for trial in trials:                                          # concurrently, in any order
         run = sink.start_trial(parent, trial.id, params=config.to_dict(), tags=trial_tags)
@@ -91,7 +91,7 @@ class TrackingSink(Protocol):
     ) -> None:
         """Called once when a trial ends: FINISHED, FAILED (with its reason) or KILLED (pruned).
 
-        Summary metrics are logged at the last step the trial reported.
+        Summary metrics are logged once per key, at step 0 (run-level values, not curves).
         """
         ...
 
@@ -106,6 +106,15 @@ class TrackingSink(Protocol):
         tags: Mapping[str, str] | None = None,
     ) -> None:
         """Called once when the search ends, after every trial's `finish_trial`."""
+        ...
+
+    def tag_run(self, run_key: str, tags: Mapping[str, str]) -> bool:
+        """Add tags to a run this sink started under `run_key`, finished or not (a search's
+        winners are known only at its end). False when this sink holds no such run."""
+        ...
+
+    def backend_run_id(self, run_key: str) -> str | None:
+        """The backend's id of the run started under `run_key`, once the backend has it."""
         ...
 
     def flush(self, timeout_s: float = 30.0) -> bool:
@@ -176,7 +185,7 @@ class RecordedRun:
 class MemorySink:
     """A `TrackingSink` that keeps everything in memory: for tests and tracking-free runs."""
 
-    def __init__(self, *, experiment_name: str = "default") -> None:
+    def __init__(self, *, experiment_name: str = names.DEFAULT_EXPERIMENT) -> None:
         self.experiment_name = experiment_name
         self.runs: dict[str, RecordedRun] = {}
         self._ids = itertools.count(1)
@@ -315,6 +324,17 @@ class MemorySink:
         tags: Mapping[str, str] | None = None,
     ) -> None:
         self._finish(parent_run_id, status, summary_metrics, artifacts, failure_reason, tags)
+
+    def tag_run(self, run_key: str, tags: Mapping[str, str]) -> bool:
+        run_id = self._by_key(run_key)
+        if run_id is None:
+            return False
+        with self._lock:
+            self.runs[run_id].tags.update(tags)
+        return True
+
+    def backend_run_id(self, run_key: str) -> str | None:
+        return self._by_key(run_key)
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         return True

@@ -21,6 +21,7 @@ from reset_tune.config import TrainConfig
 from reset_tune.engine import train
 from reset_tune.search.record import find_search
 from reset_tune.search.trainable import evaluation_rows
+from reset_tune.search.trial_run import SUMMARY_OBJECTIVE, SUMMARY_TEST_ACC
 from reset_tune.search.tune_files import read_experiment
 from reset_tune.tracking import find_search_runs, metric_history, start_local_server, trial_runs
 from reset_tune.tracking.server import stop_process_group
@@ -160,7 +161,7 @@ def test_search_on_two_nodes_records_every_trial_nested_in_mlflow(cluster, mlflo
     assert [p.tags["reset_tune.search_id"] for p in parents] == [summary["search_id"]]
     parent = parents[0]
     assert parent.status == "FINISHED"
-    assert parent.metrics["best/objective"] == pytest.approx(best["objective"])
+    assert parent.metrics[SUMMARY_OBJECTIVE] == pytest.approx(best["objective"])
     children = trial_runs(mlflow_server.uri, parent.run_id)
     assert len(children) == 3
     statuses = sorted(c.status for c in children)
@@ -170,12 +171,15 @@ def test_search_on_two_nodes_records_every_trial_nested_in_mlflow(cluster, mlflo
         assert child.tags["reset_tune.dataset"] == "digits"
         assert child.tags["reset_tune.noise_kind"] == "symmetric"
         assert child.tags["reset_tune.data_fingerprint"]
-        for key in ("reset_prob", "lr", "batch_size", "patience", "checkpoint_metric", "seed"):
+        # The searched parameters and the fixed ones people filter on; an r = 0 trial has no
+        # reset settings (patience is searched, but means nothing without resetting).
+        for key in ("reset_prob", "lr", "batch_size", "dataset", "noise", "model", "seed"):
             assert key in child.params
+        assert ("patience" in child.params) == (float(child.params["reset_prob"]) > 0)
         if child.status == "FINISHED":
             history = metric_history(mlflow_server.uri, child.run_id, names.VAL_ACC)
             assert [step for step, _ in history] == [50, 100, 150, 200]
-            assert child.metrics[names.TEST_ACC] > 0.5
+            assert child.metrics[SUMMARY_TEST_ACC] > 0.5
         else:
             assert "diverged" in child.tags["reset_tune.failure_reason"]
     from mlflow import MlflowClient
@@ -339,7 +343,7 @@ def test_a_tracking_outage_loses_nothing_after_sync(cluster, tmp_path, capsys):
         for child in children:
             history = metric_history(server.uri, child.run_id, names.VAL_LOSS)
             assert [s for s, _ in history] == [50, 100, 150, 200, 250, 300]
-            assert names.TEST_ACC in child.metrics
+            assert SUMMARY_TEST_ACC in child.metrics
         capsys.readouterr()
         code = main(sync)
         again = capsys.readouterr().out

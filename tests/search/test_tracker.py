@@ -23,6 +23,7 @@ from reset_tune.search.trainable import (
     SEED_INDEX,
     final_row,
 )
+from reset_tune.search.trial_run import SUMMARY_OBJECTIVE, SUMMARY_TEST_ACC
 from reset_tune.search.tune_files import COMPLETE, FAILED, INTERRUPTED, PRUNED, read_experiment
 from reset_tune.tracking import MemorySink
 
@@ -76,7 +77,7 @@ def test_a_trial_becomes_one_nested_run_with_each_evaluation_once(spec, finished
     tracker.on_trial_complete(0, [], trial)
 
     (run,) = [r for r in sink.runs.values() if r.kind == "trial"]
-    assert run.parent_run_id == parent and run.run_name == "trial-0007"
+    assert run.parent_run_id == parent and run.run_name == "trial-0007 r=0.02"
     assert run.run_key == trial_run_key("s1", "abc_00000")
     assert run.status == "FINISHED"
     assert float(run.params["reset_prob"]) == 0.02 and run.params["resetting"] == "on"
@@ -84,9 +85,9 @@ def test_a_trial_becomes_one_nested_run_with_each_evaluation_once(spec, finished
     assert sink.history(run.run_id, names.VAL_ACC) == [
         (int(h[names.STEP]), h[names.VAL_ACC]) for h in finished.result.history
     ]
-    assert run.summary_metrics[names.TEST_ACC] == finished.result.test_acc
-    assert run.summary_metrics[names.RESET_COUNT] == finished.result.num_resets
-    assert run.summary_metrics[OBJECTIVE] == finished.result.best_val_acc
+    assert run.summary_metrics[SUMMARY_TEST_ACC] == finished.result.test_acc
+    assert run.summary_metrics["summary/resets"] == finished.result.num_resets
+    assert run.summary_metrics[SUMMARY_OBJECTIVE] == finished.result.best_val_acc
     assert run.artifacts["curves.png"][:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(run.artifacts["config.json"])["lr"] == 0.1
 

@@ -16,6 +16,7 @@ from reset_tune.search.record import SearchRecord
 from reset_tune.search.sync import record_tune_trial
 from reset_tune.search.tracker import TrialTracker
 from reset_tune.search.trainable import FAILURE_REASON, RUNNING_OBJECTIVE, SEED_INDEX, final_row
+from reset_tune.search.trial_run import SUMMARY_OBJECTIVE, SUMMARY_TEST_ACC
 from reset_tune.search.tune_files import read_trial
 from reset_tune.tracking import MemorySink
 
@@ -127,8 +128,33 @@ def test_a_trial_recorded_live_and_by_sync_is_the_same_run(spec, rows, tmp_path)
     assert sorted(live) == ["t_complete", "t_failed", "t_pruned"]
     assert live == synced
     # What they agree on is the real thing, not two empty records.
-    assert live["t_complete"][6] == "FINISHED" and live["t_complete"][5][names.TEST_ACC] > 0
+    assert live["t_complete"][6] == "FINISHED" and live["t_complete"][5][SUMMARY_TEST_ACC] > 0
     assert len(live["t_complete"][4][names.VAL_ACC]) == 2
     assert live["t_pruned"][6] == "KILLED"
     assert live["t_pruned"][7] == "stopped early by the scheduler at step 50"
     assert (live["t_failed"][6], live["t_failed"][7]) == ("FAILED", "diverged at step 50")
+
+
+def test_a_trial_run_holds_what_a_reader_filters_on_once_and_its_arm(spec, rows):
+    """Searched params plus the fixed ones people filter on; the arm in the run's name; each
+    value under one name (no running objective, no summary key twice); an r = 0 trial logs no
+    reset settings and no reset metrics."""
+    resetting = _runs(_record_live(spec, {"resetting": "on", "reset_prob": 0.02, "lr": 0.1},
+                                   _cases(rows)[:1]))["t_complete"]  # fmt: skip
+    _key, name, params, _tags, _history, summary, *_ = resetting
+    assert name == "trial-0000 r=0.02"
+    assert set(params) == {"dataset", "noise", "model", "steps", "seed", "reset_prob", "lr",
+                           "resetting"}  # fmt: skip
+    assert summary[SUMMARY_OBJECTIVE] == pytest.approx(rows[-1]["objective"])
+    # val_acc is the objective: its value at θbest is logged once, as the objective.
+    assert "summary/val_acc" not in summary and "summary/val_loss" in summary
+    assert all(key.startswith("summary/") for key in summary)
+
+    sink = _record_live(spec, {"resetting": "off", "lr": 0.1}, _cases(rows)[:1])
+    baseline = next(r for r in sink.runs.values() if r.kind == "trial")
+    assert baseline.run_name == "trial-0000 r=0"
+    assert set(baseline.params) == {"dataset", "noise", "model", "steps", "seed", "reset_prob",
+                                    "lr", "resetting"}  # fmt: skip
+    logged = {key for _step, key, _value in baseline.metrics}
+    assert names.VAL_ACC in logged
+    assert not logged & {names.RESET_ARMED, names.RESET_COUNT, RUNNING_OBJECTIVE}
