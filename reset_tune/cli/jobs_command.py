@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from reset_tune.cli.stack_command import add_state_dir_option
 from reset_tune.errors import ConfigError
 from reset_tune.state import state_dir
+
+if TYPE_CHECKING:
+    from reset_tune.search.spec import SearchSpec
 
 _ADDRESS_HELP = (
     "the Ray dashboard's http address, e.g. http://HEAD:8265 (default: $RAY_ADDRESS when it is "
@@ -123,16 +127,26 @@ def run_submit(args: argparse.Namespace) -> int:
     from reset_tune.search.jobs import quiet_ray_logging, resolve_address, submit_search
 
     spec = Path(args.spec)
-    load_spec(spec)  # a bad spec is a usage error (exit 2) before anything is sent
+    # Everything the remote search would refuse is refused here first (exit 2, nothing sent).
+    search_spec = load_spec(spec)
+    check_submission_id(args.submission_id)
+    if args.mlflow_uri is not None:
+        from reset_tune.search.preflight import check_tracking_uri
+
+        check_tracking_uri(args.mlflow_uri)
+    check_search_args(spec, args.search_args)
     quiet_ray_logging()
     search_args = list(args.search_args)
     extra_files: list[Path] = []
     if args.seed_configs is not None:
         seed = Path(args.seed_configs)
         if seed.is_file():
+            check_seed_configs_file(search_spec, seed)
             extra_files.append(seed)
             search_args += ["--seed-configs", seed.name]
-        elif seed.suffix.lower() in (".yaml", ".yml", ".json"):
+        elif seed.is_dir():
+            raise ConfigError(f"--seed-configs {args.seed_configs!r}: is a directory, not a file")
+        elif seed.suffix.lower() in (".yaml", ".yml", ".json") or "/" in args.seed_configs:
             raise ConfigError(f"--seed-configs {args.seed_configs!r}: no such file")
         else:
             search_args += ["--seed-configs", args.seed_configs]  # a previous search's id
@@ -176,6 +190,80 @@ def run_submit(args: argparse.Namespace) -> int:
         return 0
     _report_failure(address, job_id, status, show_logs=not args.follow)
     return 1
+
+
+# A submission id becomes a file name in Ray's job logs: letters, digits, `_`, `-`, `.` only.
+_SUBMISSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
+
+
+def check_submission_id(submission_id: str | None) -> None:
+    if submission_id is None:
+        return
+    if not _SUBMISSION_ID.fullmatch(submission_id) or ".." in submission_id:
+        raise ConfigError(
+            f"--submission-id {submission_id!r}: use 1-100 letters, digits, '_', '-' or '.' "
+            "(starting with a letter or digit, no '..')"
+        )
+
+
+def check_search_args(spec: Path, search_args: Sequence[str]) -> None:
+    """The options after `--`, checked as `reset-tune search` will check them on the cluster:
+    its parser, then the same argument checks (`reset_tune.search.preflight`)."""
+    import contextlib
+    import io
+
+    from reset_tune.cli.main import build_parser
+    from reset_tune.search.preflight import check_arguments, check_tracking_uri
+
+    for arg in search_args:
+        if arg in ("-h", "--help"):
+            raise ConfigError(
+                "after --: --help shows nothing on a cluster; see reset-tune search --help"
+            )
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(captured):
+            parsed = build_parser().parse_args(["search", str(spec), *search_args])
+    except SystemExit:
+        lines = captured.getvalue().strip().splitlines()
+        message = lines[-1] if lines else "not options of reset-tune search"
+        message = re.sub(r"^reset-tune( search)?: error: ", "", message)
+        message = re.sub(r" \(see reset-tune( search)? --help\)$", "", message)
+        raise ConfigError(f"after --: {message}") from None
+    if parsed.resume is not None:
+        raise ConfigError(
+            "after --: --resume does not go with a SPEC to submit; submit a new search"
+        )
+    check_arguments(
+        spec,
+        resume=False,
+        search_id=None,
+        trials=parsed.trials,
+        max_failures=parsed.max_failures,
+        checkpoint_every=parsed.checkpoint_every,
+    )
+    if parsed.top < 1:
+        raise ConfigError(f"after --: --top must be at least 1, got {parsed.top}")
+    if parsed.mlflow_uri is not None:
+        check_tracking_uri(parsed.mlflow_uri)
+    if parsed.seed_configs is not None:
+        raise ConfigError("give --seed-configs before --, so that its file is shipped with the job")
+
+
+def check_seed_configs_file(spec: SearchSpec, path: Path) -> None:
+    """The configurations in `path` are ones the search `spec` can run (as the search checks)."""
+    from reset_tune.search.space import to_trial_params
+    from reset_tune.yaml_files import read_yaml_file
+
+    loaded = read_yaml_file(path, "--seed-configs file")
+    if isinstance(loaded, dict):
+        loaded = [loaded]
+    if not isinstance(loaded, list) or not all(isinstance(c, dict) for c in loaded):
+        raise ConfigError(
+            f"{path}: must hold a list of configurations (mappings of parameter: value)"
+        )
+    for i, config in enumerate(loaded):
+        to_trial_params(spec, config, where=f"{path}[{i}]")
 
 
 def _wait(address: str, job_id: str, *, follow: bool, out: TextIO) -> str:

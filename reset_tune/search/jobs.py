@@ -184,7 +184,14 @@ def _call(address: str, job_id: str | None, action: Any) -> Any:
             raise JobNotFound(
                 f"no job {job_id!r} at {address}; `reset-tune jobs` lists the jobs there"
             ) from None
-        raise JobsError(f"the Ray Jobs API at {address} failed: {text}") from None
+        if "already exists" in text or "already been used" in text or "already in use" in text:
+            raise JobsError(
+                f"a job with that submission id already exists at {address}; choose another "
+                "--submission-id, or leave it out for a new one"
+            ) from None
+        # Ray's text may carry the server's whole traceback: its first line says what failed.
+        first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+        raise JobsError(f"the Ray Jobs API at {address} failed: {first}") from None
     except OSError as error:  # requests' ConnectionError is an OSError
         raise _unreachable(address, type(error).__name__) from None
 
