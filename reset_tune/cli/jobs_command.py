@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from reset_tune.cli.stack_command import add_state_dir_option
+from reset_tune.cli.state_option import checked_state_dir
 from reset_tune.errors import ConfigError
-from reset_tune.state import state_dir
 
 if TYPE_CHECKING:
     from reset_tune.search.spec import SearchSpec
@@ -150,7 +150,7 @@ def run_submit(args: argparse.Namespace) -> int:
             raise ConfigError(f"--seed-configs {args.seed_configs!r}: no such file")
         else:
             search_args += ["--seed-configs", args.seed_configs]  # a previous search's id
-    state = state_dir(args.state_dir)
+    state = checked_state_dir(args.state_dir)
     address = resolve_address(args.address, state)
     if not any(arg.split("=", 1)[0] == "--state-dir" for arg in search_args):
         stack = find_local_stack(state)
@@ -317,7 +317,7 @@ def run_jobs(args: argparse.Namespace) -> int:
 
     quiet_ray_logging()
 
-    address = resolve_address(args.address, state_dir(args.state_dir))
+    address = resolve_address(args.address, checked_state_dir(args.state_dir))
     jobs = list_jobs(address)
     if args.json:
         print(json.dumps([job.to_dict() for job in jobs], indent=2))
@@ -351,7 +351,7 @@ def run_logs(args: argparse.Namespace) -> int:
 
     quiet_ray_logging()
 
-    address = resolve_address(args.address, state_dir(args.state_dir))
+    address = resolve_address(args.address, checked_state_dir(args.state_dir))
     try:
         for chunk in job_logs(address, args.job_id, follow=args.follow):
             sys.stdout.write(chunk)
@@ -375,7 +375,7 @@ def run_stop(args: argparse.Namespace) -> int:
 
     if args.timeout <= 0:
         raise ConfigError(f"--timeout must be > 0 seconds, got {args.timeout}")
-    address = resolve_address(args.address, state_dir(args.state_dir))
+    address = resolve_address(args.address, checked_state_dir(args.state_dir))
     if not stop_job(address, args.job_id):
         print(f"job {args.job_id} had already ended: {job_status(address, args.job_id)}")
         return 0

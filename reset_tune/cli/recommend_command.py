@@ -8,11 +8,12 @@ import json
 import sys
 from pathlib import Path
 
+from reset_tune.cli.state_option import checked_state_dir
 from reset_tune.cli.train_command import _OPTIONS
 from reset_tune.config import TrainConfig
 from reset_tune.errors import ConfigError, ResetTuneError
 from reset_tune.redact import redact_text, redact_uri
-from reset_tune.state import mlflow_dir, state_dir
+from reset_tune.state import mlflow_dir
 
 # The settings that describe the user's problem and training; reset settings are the answer.
 _SETTINGS = (
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     notes: list[str] = []
     if not (args.no_history and args.no_log):
         tracking_uri, server = resolve_tracking_uri(
-            args.mlflow_uri, mlflow_dir(state_dir(args.state_dir))
+            args.mlflow_uri, mlflow_dir(checked_state_dir(args.state_dir))
         )
         if server is not None and server.started:
             say(f"started the local MLflow server at {server.uri}")

@@ -8,9 +8,9 @@ import functools
 import json
 import sys
 
+from reset_tune.cli.state_option import checked_state_dir
 from reset_tune.errors import ConfigError
 from reset_tune.redact import redact_uri
-from reset_tune.state import state_dir
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise ConfigError(f"--top must be at least 1, got {args.top}")
-    state = state_dir(args.state_dir)
+    state = checked_state_dir(args.state_dir)
     progress = sys.stderr if args.json else sys.stdout
     call = functools.partial(
         search.run,

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from reset_tune.cli.state_option import checked_state_dir
 from reset_tune.errors import ConfigError
-from reset_tune.state import DEFAULT_STATE_DIR, STATE_DIR_ENV, mlflow_dir, ray_dir, state_dir
+from reset_tune.state import DEFAULT_STATE_DIR, STATE_DIR_ENV, mlflow_dir, ray_dir
 
 if TYPE_CHECKING:  # annotations only: the CLI loads `search` when a command runs
     from reset_tune.search.cluster import LocalStack
@@ -86,7 +87,7 @@ def run_up(args: argparse.Namespace) -> int:
         num_gpus=args.num_gpus,
         object_store_memory=args.object_store_memory,
     )
-    state = state_dir(args.state_dir)
+    state = checked_state_dir(args.state_dir, writable=True)
     if find_local_stack(state) is None:
         print(
             f"starting a Ray head{' and an MLflow server' if config.mlflow else ''} on "
@@ -115,7 +116,7 @@ def run_down(args: argparse.Namespace) -> int:
 
     if args.timeout is not None and args.timeout <= 0:
         raise ConfigError(f"--timeout must be > 0 seconds, got {args.timeout}")
-    state = state_dir(args.state_dir)
+    state = checked_state_dir(args.state_dir)
     stack = find_local_stack(state)
     server = find_local_server(mlflow_dir(state))
     stopped = stop_local_stack(state, timeout_s=args.timeout)
@@ -135,7 +136,7 @@ def run_down(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     from reset_tune.search.cluster import find_local_stack
 
-    state = state_dir(args.state_dir)
+    state = checked_state_dir(args.state_dir)
     stack = find_local_stack(state)
     if args.json:
         print(json.dumps({"running": stack is not None, **(stack.to_dict() if stack else {})}))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from reset_tune.state import mlflow_dir, state_dir
+from reset_tune.cli.state_option import checked_state_dir
+from reset_tune.state import mlflow_dir
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.mlflow_uri is not None:
         check_tracking_uri(args.mlflow_uri)
-    state = state_dir(args.state_dir)
+    state = checked_state_dir(args.state_dir)
     record = find_search(state, args.search_id)
     explicit = args.mlflow_uri or (record.tracking_uri if record.tracking_explicit else None)
     if explicit is not None and MASK in explicit and not args.mlflow_uri:
