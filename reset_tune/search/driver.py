@@ -417,6 +417,9 @@ def _run_segment(
     from reset_tune.search.searcher import TrialSearch
     from reset_tune.search.tracker import ProgressPrinter, TrialTracker
 
+    tune_storage = stores.tune_storage_uri(options.tune_storage)
+    for earlier in record.segments:  # shared Tune storage: read here what they left there
+        stores.mirror_tune_files(tune_storage, record.tune_dir, earlier.name)
     resume_from = _requeue_interrupted(spec, record, study, sink, parent, say)
     done = _finished_count(study)
     remaining = record.target_trials - done
@@ -519,9 +522,7 @@ def _run_segment(
     record.segments.append(segment)
     record.save()
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
-    storage_path, storage_filesystem = stores.tune_run_storage(
-        stores.tune_storage_uri(options.tune_storage), record.tune_dir
-    )
+    storage_path, storage_filesystem = stores.tune_run_storage(tune_storage, record.tune_dir)
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), resources)
     tuner = tune.Tuner(
         trainable,
@@ -562,6 +563,7 @@ def _run_segment(
         tracker.interrupt_running("the search was interrupted; `reset-tune search --resume`")
         raise
     finally:
+        stores.mirror_tune_files(tune_storage, record.tune_dir, segment.name)
         record.save()
     if tracker.has_running():
         tracker.interrupt_running("the search ended before this trial finished")

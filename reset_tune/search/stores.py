@@ -134,3 +134,37 @@ def _first_env(names: tuple[str, ...]) -> str | None:
         if os.environ.get(name):
             return os.environ[name]
     return None
+
+
+def mirror_tune_files(uri: str | None, default: Path, segment: str) -> int:
+    """Copy a segment's Tune files from shared storage into `default / segment`; files copied.
+
+    The search's record, report, `sync` and `--resume` read Tune's files (params.json,
+    result.json, error.txt, experiment state) from the state directory; with `--tune-storage`
+    Tune writes them elsewhere, so the driver mirrors them after each segment and before a
+    resume. Checkpoints stay in the shared storage only (they can be large): an interrupted
+    trial of a search on shared storage runs again from its start on `--resume`.
+    """
+    if uri is None:
+        return 0
+    from pyarrow import fs
+
+    root, filesystem = tune_run_storage(uri, default)
+    filesystem = filesystem or fs.LocalFileSystem()
+    source = f"{root.rstrip('/')}/{segment}"
+    if filesystem.get_file_info(source).type == fs.FileType.NotFound:
+        return 0
+    target = default / segment
+    copied = 0
+    for info in filesystem.get_file_info(fs.FileSelector(source, recursive=True)):
+        relative = info.path[len(source) :].lstrip("/")
+        if info.type != fs.FileType.File or any(
+            part.startswith("checkpoint_") for part in relative.split("/")
+        ):
+            continue
+        destination = target / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with filesystem.open_input_stream(info.path) as stream:
+            destination.write_bytes(stream.read())
+        copied += 1
+    return copied
