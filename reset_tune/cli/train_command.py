@@ -120,6 +120,12 @@ _SWITCHES: tuple[tuple[str, str, str, str], ...] = (
     ),
     ("--deterministic", "--no-deterministic", "deterministic", "deterministic kernels"),
     (
+        "--cuda-graphs",
+        "--no-cuda-graphs",
+        "cuda_graphs",
+        "capture the training step and evaluation in CUDA graphs where valid (CUDA, SGD)",
+    ),
+    (
         "--arm-on-memorisation",
         "--no-arm-on-memorisation",
         "arm_on_memorisation",
