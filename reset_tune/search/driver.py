@@ -417,7 +417,7 @@ def _run_segment(
     from reset_tune.search.searcher import TrialSearch
     from reset_tune.search.tracker import ProgressPrinter, TrialTracker
 
-    tune_storage = stores.tune_storage_uri(options.tune_storage)
+    tune_storage = stores.tune_storage_uri(options.tune_storage, record.search_id)
     for earlier in record.segments:  # shared Tune storage: read here what they left there
         stores.mirror_tune_files(tune_storage, record.tune_dir, earlier.name)
     resume_from = _requeue_interrupted(spec, record, study, sink, parent, say)

@@ -48,9 +48,19 @@ def optuna_storage_url(explicit: str | None) -> str | None:
     return explicit or os.environ.get(OPTUNA_STORAGE_ENV) or None
 
 
-def tune_storage_uri(explicit: str | None) -> str | None:
-    """Where Tune keeps trial files: the flag's, else $RESET_TUNE_TUNE_STORAGE, else None."""
-    return explicit or os.environ.get(TUNE_STORAGE_ENV) or None
+def tune_storage_uri(explicit: str | None, search_id: str | None = None) -> str | None:
+    """Where Tune keeps trial files: the flag's, else $RESET_TUNE_TUNE_STORAGE, else None.
+
+    With `search_id`, the search's own folder under it (every search names its segments
+    segment-1, segment-2, ...: searches sharing a bucket must not share folders).
+    """
+    uri = explicit or os.environ.get(TUNE_STORAGE_ENV) or None
+    if uri is None or search_id is None:
+        return uri
+    parts = urllib.parse.urlsplit(uri)
+    if not parts.scheme:
+        return str(Path(uri) / search_id)
+    return urllib.parse.urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{search_id}"))
 
 
 def recorded_storage(url: str) -> str:
