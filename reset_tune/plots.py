@@ -159,6 +159,7 @@ def render_comparison(
         ax.set_xticks([a[0] for a in arms], [f"{a[1]}\n({sum(p.resets == a[2] for p in points)}"
                       " trials)" for a in arms])  # fmt: skip
         ax.set_xlim(-0.6, 1.6)
+        ax.margins(y=0.12)  # room for the stars and their labels at the top and bottom
         ax.set_ylabel(ylabel)
         if percent:
             ax.yaxis.set_major_formatter(PercentFormatter(decimals=0))
@@ -192,6 +193,7 @@ def render_comparison(
         ax_r.xaxis.set_major_formatter(_plain_tick)
         ax_r.xaxis.set_minor_locator(NullLocator())
         ax_r.xaxis.set_minor_formatter(NullFormatter())
+    ax_r.margins(y=0.12)
     ax_r.yaxis.set_major_formatter(PercentFormatter(decimals=0))
     ax_r.set_xlabel("reset probability r per step (log scale)")
     ax_r.set_ylabel("clean test accuracy of θbest")

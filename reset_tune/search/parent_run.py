@@ -179,7 +179,8 @@ def finish_search_run(
                 trial_run_key(record.search_id, run.tune_trial_id),
                 {
                     names.BEST: ", ".join(marks),
-                    names.MLFLOW_RUN_NAME: f"{run_title(run)} {BEST_MARK} {' & '.join(marks)}",
+                    # The best trial is "best" even when it is also the best r = 0 trial.
+                    names.MLFLOW_RUN_NAME: f"{run_title(run)} {BEST_MARK} {marks[0]}",
                 },
             )
 
@@ -219,11 +220,18 @@ def _run_keys(
 def _run_link(
     sink: TrackingSink, record: SearchRecord, report: SearchReport, trial: TrialOutcome
 ) -> str | None:
-    """A link (relative to the MLflow UI) to a trial's run — its first seed run with racing."""
+    """A link to a trial's run (its first seed run with racing), relative to the UI's address:
+    the user may reach the UI by another host name than the search did. The UI's short route
+    ``#/runs/<id>`` does not render a run in MLflow 3.17, so the link names its experiment."""
     run_id = sink.backend_run_id(
         trial_run_key(record.search_id, _seed_runs(report, trial)[0].tune_trial_id)
     )
-    return None if run_id is None else f"#/runs/{run_id}?{names.UI_TRAINING_VIEW}"
+    if run_id is None or not report.tracking_uri:
+        return None
+    url = run_url(report.tracking_uri, run_id)
+    if url is None or "#/" not in url:
+        return None  # no server-backed UI, or the server did not answer
+    return "#" + url.split("#", 1)[1]
 
 
 def _percent(value: float | None) -> str:
@@ -242,9 +250,12 @@ def search_note(record: SearchRecord, report: SearchReport, links: dict[str, str
         title = run_title(trial)
         return f"[{title}]({link})" if link else title
 
-    lines = [f"### reset-tune search `{record.search_id}`", ""]
-    verdict = report.verdict()
-    lines += [f"**{verdict.line()}**", ""]
+    # The UI shows a description's first lines only (then "Show more"): the finding goes first.
+    gain, verdict = report.gain, report.verdict()
+    headline = "no complete trial" if report.best is None else "no gain measured (one arm only)"
+    if gain is not None:
+        headline = f"Gain of resetting: {100 * gain:+.1f} points clean test accuracy"
+    lines = [f"#### {headline} — verdict: {verdict.word}", ""]
     rows = [
         (f"{BEST_MARK} best trial", report.best),
         (f"{BEST_MARK} best r = 0 trial", report.best_baseline),
@@ -259,13 +270,21 @@ def search_note(record: SearchRecord, report: SearchReport, links: dict[str, str
             lines.append(f"| {what} | {name(trial)} | {objective(trial)} | "
                          f"{_percent(trial.test_acc)} |")  # fmt: skip
     lines.append("")
-    gain = report.gain
     if gain is not None:
         lines += [
-            f"**Gain of resetting: {100 * gain:+.1f} points** of clean test accuracy (best "
-            "resetting trial − best r = 0 trial, each chosen by the objective).",
+            "Gain: clean test accuracy of the best resetting trial minus the best r = 0 "
+            "trial's, each chosen by the objective (test accuracy never chooses).",
             "",
         ]
+    tied = report.tied_with_best()
+    if tied:
+        lines += [
+            "≈ Tied with the best (within one standard error of its objective): "
+            + ", ".join(run_title(t) for t in tied)
+            + ".",
+            "",
+        ]
+    lines += [verdict.line(), ""]
     counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(report.counts().items()))
     lines += [
         f"Trials: {len(report.trials)} ({counts}). Winners carry `{names.BEST}` "
@@ -275,6 +294,8 @@ def search_note(record: SearchRecord, report: SearchReport, links: dict[str, str
         "`summary/test_acc` = clean test accuracy of θbest (the reported number); "
         "`summary/last_model_test_acc` = of the last model, for context; the parent's "
         "`summary/*` are its best trials'. Full configs: each trial's `config.json`.",
+        "",
+        f"Search `{record.search_id}`.",
     ]
     return "\n".join(lines)
 
