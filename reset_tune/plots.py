@@ -79,7 +79,7 @@ def render_curves(results: Mapping[str, TrainResult], *, title: str = "") -> byt
     for ax, (_, ylabel) in zip(axes, panels, strict=True):
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    axes[0].yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+    axes[0].yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
     axes[-1].set_xlabel("step")
     axes[0].legend(loc="lower right", fontsize=8)
     axes[2].axhline(0.0, color="0.6", lw=0.6)
@@ -149,20 +149,27 @@ def render_comparison(
             ax.vlines(x, min(values), max(values), color=color, lw=6, alpha=0.18)
             mean = sum(values) / len(values)
             ax.hlines(mean, x - 0.22, x + 0.22, color=color, lw=1.5)
-            for i, (point, value) in enumerate(zip(arm, values, strict=True)):
-                dx = (i % 5 - 2) * 0.06  # a fixed spread, so equal values stay apart
+            # Neighbours in value go to different columns (by rank), so close values and
+            # their labels stay apart; a winner's longer label goes on its left.
+            ranked = sorted(zip(values, arm, strict=True), key=lambda pair: pair[0])
+            for rank, (value, point) in enumerate(ranked):
+                dx = (rank % 4 - 1.5) * 0.1
                 star = bool(point.mark)
                 ax.plot(x + dx, value, "*" if star else "o", color="gold" if star else color,
                         mec="black" if star else color, ms=15 if star else 6, zorder=3)  # fmt: skip
-                ax.annotate(_point_text(point), (x + dx, value), xytext=(5, 2),
-                            textcoords="offset points", fontsize=7)  # fmt: skip
-        ax.set_xticks([a[0] for a in arms], [f"{a[1]}\n({sum(p.resets == a[2] for p in points)}"
-                      " trials)" for a in arms])  # fmt: skip
-        ax.set_xlim(-0.6, 1.6)
+                ax.annotate(_point_text(point), (x + dx, value), xytext=(-8 if star else 5, 2),
+                            ha="right" if star else "left", textcoords="offset points",
+                            fontsize=7)  # fmt: skip
+        ticks = []
+        for _x, name, resets, _color in arms:
+            n = sum(p.resets == resets for p in points)
+            ticks.append(f"{name}\n({n} trial{'' if n == 1 else 's'})")
+        ax.set_xticks([a[0] for a in arms], ticks)
+        ax.set_xlim(-0.75, 1.6)
         ax.margins(y=0.12)  # room for the stars and their labels at the top and bottom
         ax.set_ylabel(ylabel)
         if percent:
-            ax.yaxis.set_major_formatter(PercentFormatter(decimals=0))
+            ax.yaxis.set_major_formatter(PercentFormatter(decimals=None))
         ax.grid(axis="y", alpha=0.3)
 
     by_arm(ax_test, "test_acc", True, "clean test accuracy of θbest")
@@ -181,8 +188,9 @@ def render_comparison(
         ax_r.plot(point.reset_prob, value, "*" if star else "o", color="gold" if star else
                   "tab:blue", mec="black" if star else "tab:blue", ms=15 if star else 6,
                   zorder=3)  # fmt: skip
-        ax_r.annotate(_point_text(point), (point.reset_prob, value), xytext=(5, 2),
-                      textcoords="offset points", fontsize=7)  # fmt: skip
+        ax_r.annotate(_point_text(point), (point.reset_prob, value), xytext=(-8 if star else 5, 2),
+                      ha="right" if star else "left", textcoords="offset points",
+                      fontsize=7)  # fmt: skip
     if resetting:
         rs = [p.reset_prob for p in resetting]
         low, high = min(rs), max(rs)
@@ -194,7 +202,7 @@ def render_comparison(
         ax_r.xaxis.set_minor_locator(NullLocator())
         ax_r.xaxis.set_minor_formatter(NullFormatter())
     ax_r.margins(y=0.12)
-    ax_r.yaxis.set_major_formatter(PercentFormatter(decimals=0))
+    ax_r.yaxis.set_major_formatter(PercentFormatter(decimals=None))
     ax_r.set_xlabel("reset probability r per step (log scale)")
     ax_r.set_ylabel("clean test accuracy of θbest")
     ax_r.set_title("resetting trials by r; r = 0 trials' range shaded", fontsize=10)

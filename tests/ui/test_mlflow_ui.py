@@ -32,7 +32,6 @@ CLI = [sys.executable, "-m", "reset_tune.cli.main"]
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
 ENV.pop("RAY_ADDRESS", None)
 ENV.pop("MLFLOW_TRACKING_URI", None)
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 EXPERIMENT = "ui-check"
 # Virtual time Chromium gives the page to load its scripts and answer its REST calls (ms).
 RENDER_BUDGET_MS = 20_000
@@ -158,9 +157,10 @@ def search(ray_cluster, mlflow_server, tmp_path_factory):
 
 
 def test_the_printed_link_opens_a_report_in_the_model_training_view(
-    search, mlflow_server, tmp_path_factory
+    search, mlflow_server, tmp_path_factory, monkeypatch
 ):
     chromium = _chromium()
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     shots = tmp_path_factory.mktemp("ui-screenshots")
     print(f"\nscreenshots of the MLflow UI: {shots}")
     (parent,) = find_search_runs(mlflow_server.uri, EXPERIMENT)
