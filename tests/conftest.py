@@ -3,19 +3,27 @@
 Starting a Ray cluster, an MLflow server or a local stack costs 10-30 s on 2 cores, so each is
 started once per session; tests stay independent by using their own experiment, search name and
 state directory. Everything runs on 127.0.0.1 and is stopped by process id.
+
+The tests that use one of these servers run one after another (`pytest_collection_modifyitems`
+below keeps each group together, in file order, at its first member's place), and the server
+stops right after its last user rather than at the end of the session: two Ray clusters, a local
+stack and MLflow servers idling side by side would take CPU from the tests that do run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +32,66 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "reset_tune.cli.main"]
+
+# ----------------------------------------------------------------------------- order and early stop
+
+# The session's servers that stop after their last user (the service tests use the Ray cluster
+# and the MLflow server together: one group).
+SHARED_SERVERS = ("shared_stack", "ray_cluster", "mlflow_server")
+# Per server: the node id of the last test that uses it, and how to stop it (set by its fixture).
+_last_user: dict[str, str] = {}
+_stop_early: dict[str, Callable[[], None]] = {}
+
+
+def _group_of(item: pytest.Item) -> str | None:
+    names = getattr(item, "fixturenames", ())
+    if "ray_cluster" in names or "mlflow_server" in names:
+        return "ray_cluster"
+    if "shared_stack" in names:
+        return "shared_stack"
+    return None
+
+
+@pytest.hookimpl(trylast=True)  # after `-m` / `-k` deselection: the items that will run
+def pytest_collection_modifyitems(config, items):
+    """Each server's tests together, at the place of the group's first test; then note each
+    server's last user, after which it stops."""
+    groups: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        group = _group_of(item)
+        if group is not None:
+            groups.setdefault(group, []).append(item)
+    ordered: list[pytest.Item] = []
+    for item in items:
+        group = _group_of(item)
+        if group is None:
+            ordered.append(item)
+        elif item is groups[group][0]:
+            ordered.extend(groups[group])
+    items[:] = ordered
+    _last_user.clear()
+    for item in items:
+        for name in SHARED_SERVERS:
+            if name in getattr(item, "fixturenames", ()):
+                _last_user[name] = item.nodeid
+
+
+@pytest.hookimpl(trylast=True)  # after the test's own fixtures are gone
+def pytest_runtest_teardown(item, nextitem):
+    for name, nodeid in _last_user.items():
+        if item.nodeid == nodeid and name in _stop_early:
+            _stop_early.pop(name)()
+
+
+def _once(stop: Callable[[], None]) -> Callable[[], None]:
+    done = []
+
+    def stop_once() -> None:
+        if not done:
+            done.append(True)
+            stop()
+
+    return stop_once
 
 
 def service_env() -> dict[str, str]:
@@ -98,13 +166,30 @@ def _wait_nodes(address: str, count: int, log: Path, timeout_s: float = 90) -> N
         pytest.fail(f"the Ray cluster did not reach {count} node(s): {said}\n{tail}")
 
 
+def _stop_ray_nodes(processes: list[subprocess.Popen]) -> None:
+    """SIGTERM to every node's process group at once, then SIGKILL to what is left after 3 s.
+
+    A node's `ray start --block` and its raylet end within a few seconds of SIGTERM, but the
+    head's GCS and autoscaler monitor can linger for 30 s and more: a test cluster holds nothing
+    worth that wait (one node after the other with 20 s each cost ~22 s per session)."""
+    from reset_tune.tracking.server import stop_process_group
+
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in reversed(processes):
+        stop_process_group(process.pid, timeout_s=3)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)  # reaped: no zombie left behind
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
     """A Ray head (1 CPU) and a second node (1 CPU) joined to it: two nodes on one machine.
 
     Shared by the service and recommend tests; every search there has its own name and state
     directory. Yields the GCS address."""
-    from reset_tune.tracking.server import free_port, stop_process_group
+    from reset_tune.tracking.server import free_port
 
     logs = tmp_path_factory.mktemp("ray-logs")
     port = free_port()
@@ -123,6 +208,16 @@ def ray_cluster(tmp_path_factory):
     )
     processes = [head]
     address = f"127.0.0.1:{port}"
+
+    def stop() -> None:
+        if "ray" in sys.modules:
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+        _stop_ray_nodes(processes)
+
+    stop = _stop_early["ray_cluster"] = _once(stop)
     try:
         _wait_port(port, head, logs / "head.log")
         worker = _ray_start(
@@ -138,13 +233,7 @@ def ray_cluster(tmp_path_factory):
         _wait_nodes(address, 2, logs / "worker.log")
         yield address
     finally:
-        if "ray" in sys.modules:
-            import ray
-
-            if ray.is_initialized():
-                ray.shutdown()
-        for process in reversed(processes):
-            stop_process_group(process.pid, timeout_s=20)
+        stop()
 
 
 # ----------------------------------------------------------------------------- MLflow server
@@ -156,10 +245,11 @@ def mlflow_server(tmp_path_factory):
     from reset_tune.tracking.server import start_local_server
 
     server = start_local_server(tmp_path_factory.mktemp("mlflow"))
+    stop = _stop_early["mlflow_server"] = _once(server.stop)
     try:
         yield server
     finally:
-        server.stop()
+        stop()
 
 
 # ----------------------------------------------------------------------------- local stack
@@ -222,8 +312,13 @@ def shared_stack():
     from reset_tune.search.cluster import stop_local_stack
 
     stack = SharedStack(short_state_dir())
+
+    def stop() -> None:
+        stop_local_stack(stack.state, timeout_s=20)
+        shutil.rmtree(stack.state.parent, ignore_errors=True)
+
+    stop = _stop_early["shared_stack"] = _once(stop)
     try:
         yield stack
     finally:
-        stop_local_stack(stack.state, timeout_s=20)
-        shutil.rmtree(stack.state.parent, ignore_errors=True)
+        stop()
