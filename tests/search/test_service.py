@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from reset_tune.cli.main import main
 from reset_tune.config import TrainConfig
 from reset_tune.engine import train
 from reset_tune.search.record import find_search
+from reset_tune.search.spec import load_spec
 from reset_tune.search.trainable import evaluation_rows
 from reset_tune.search.trial_run import SUMMARY_OBJECTIVE, SUMMARY_TEST_ACC
 from reset_tune.search.tune_files import read_experiment
@@ -191,6 +193,15 @@ def test_search_on_two_nodes_records_every_trial_nested_in_mlflow(cluster, mlflo
     assert {"curves.png", "config.json"} <= {f.path for f in client.list_artifacts(finished.run_id)}
 
 
+def _train_on_one_thread(config: TrainConfig):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the trial (1 CPU): CPU float sums depend on thread count
+    try:
+        return train(config)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.integration
 def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_result(
     cluster, mlflow_server, tmp_path
@@ -208,6 +219,12 @@ def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_result(
     seeds.write_text(yaml.safe_dump([chosen]))
     state = tmp_path / "state"
     log = tmp_path / "search.log"
+    # The uninterrupted run of the same configuration, trained here while the search runs (on
+    # 2 cores the two overlap; one after the other cost ~20 s more). Checked below to be the
+    # configuration the trial ran.
+    config = load_spec(spec).config_for(chosen)
+    replay = ThreadPoolExecutor(max_workers=1)
+    direct_run = replay.submit(_train_on_one_thread, config)
     search = _start_search(
         str(spec),
         "--address", cluster,
@@ -231,6 +248,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_result(
     finally:
         if search.poll() is None:
             stop_process_group(search.pid)
+        replay.shutdown(wait=True)
     output = log.read_text()
     assert search.returncode == 0, output[-3000:]
     summary = json.loads(output[output.index("{\n") :])
@@ -246,13 +264,8 @@ def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_result(
     assert reported.count(50) == 1
 
     # ... and ended exactly where an uninterrupted run of the same configuration ends.
-    config = TrainConfig.from_dict(summary["best"]["config"])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in the trial (1 CPU): CPU float sums depend on thread count
-    try:
-        direct = train(config)
-    finally:
-        torch.set_num_threads(threads)
+    assert TrainConfig.from_dict(summary["best"]["config"]) == config
+    direct = direct_run.result()
     final = trial.final_row
     assert final[names.TEST_ACC] == direct.test_acc
     assert final[names.BEST_VAL_ACC] == direct.best_val_acc
