@@ -14,6 +14,8 @@ from reset_tune import names
 from reset_tune.atomic import write_bytes_atomic
 
 if TYPE_CHECKING:  # for annotations only: `tracking` renders curves and must not load the engine
+    from matplotlib.axes import Axes
+
     from reset_tune.engine.result import TrainResult
 
 _COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")
@@ -139,7 +141,7 @@ def render_comparison(
     def scaled(value: float) -> float:
         return 100 * value
 
-    def by_arm(ax, key: str, percent: bool, ylabel: str) -> None:
+    def by_arm(ax: Axes, key: str, percent: bool, ylabel: str) -> None:
         for x, _name, resets, color in arms:
             arm = [p for p in points if p.resets == resets and getattr(p, key) is not None]
             values = [scaled(getattr(p, key)) if percent else getattr(p, key) for p in arm]
