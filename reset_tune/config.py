@@ -163,6 +163,11 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     return value
 
 
+MAX_COUNT = 10**9  # steps, batch sizes, patience...: a billion steps is weeks of training
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeds; reset_seed defaults to seed + 1,000,003
+MAX_IMAGE_SIZE = 1024  # pixels per side of a resized imagefolder image
+
+
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
@@ -195,6 +200,14 @@ def _validate(c: TrainConfig) -> None:
                 isinstance(value, bool),
                 f"{f.name} must be true or false, but got {f.name}={value!r}.",
             )
+
+    def at_most(key: str, high: int) -> None:
+        value = getattr(c, key)
+        _check(
+            value is None or value <= high,
+            f"{key} must be at most {high:,}, but got {key}={value!r}.",
+        )
+
     for key in ("steps", "eval_every", "batch_size", "eval_batch_size"):
         at_least(key, 1)
     for key in ("patience", "warmup", "memorisation_samples", "seed"):
@@ -203,6 +216,17 @@ def _validate(c: TrainConfig) -> None:
     at_least("lr_step_every", 1)
     at_least("image_size", 4)
     _check(c.reset_seed is None or isinstance(c.reset_seed, int), "reset_seed must be an integer.")
+    at_least("reset_seed", 0)
+    # Upper bounds: a mistyped huge number is refused now, not after hours (or at the random
+    # generators, which take 32/64-bit seeds).
+    for key in (
+        "steps", "eval_every", "batch_size", "eval_batch_size", "patience", "warmup",
+        "memorisation_samples", "train_subset", "lr_step_every",
+    ):  # fmt: skip
+        at_most(key, MAX_COUNT)
+    at_most("seed", MAX_SEED)
+    at_most("reset_seed", MAX_SEED)
+    at_most("image_size", MAX_IMAGE_SIZE)
     in_range("reset_prob", 0.0, 1.0)
     in_range("val_fraction", 0.0, 0.9, open_low=True)
     in_range("lr", 0.0, 100.0, open_low=True)

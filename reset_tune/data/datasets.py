@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reset_tune.data.cifar_classes import CIFAR10_CLASSES, CIFAR100_CLASSES
+from reset_tune.data.files import require_folder
 from reset_tune.data.label_files import (
     load_cifar10n_labels,
     load_cifar100n_labels,
@@ -482,8 +483,7 @@ def _read_images(folder: str, classes: list[str], image_size: int) -> ArrayDatas
 
 
 def _load_image_folder(root: str, image_size: int) -> LoadedDataset:
-    if not os.path.isdir(root):
-        raise DataError(f"image folder {root!r} does not exist; check --data-root")
+    require_folder(root, "image folder", "; check --data-root")
     train_dir, test_dir = os.path.join(root, "train"), os.path.join(root, "test")
     presplit = os.path.isdir(train_dir) and os.path.isdir(test_dir)
     # A lone train/ folder is still the training data; its test split is carved from it.

@@ -23,6 +23,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
+from reset_tune.data.files import require_file
 from reset_tune.errors import DataError
 
 CIFAR_TRAIN_SIZE = 50_000
@@ -111,12 +112,12 @@ def safe_pickle_load(fileobj: IO[bytes], *, source: str = "pickle") -> Any:
 
 
 def _torch_load_numpy(path: str) -> Any:
-    if not os.path.isfile(path):
-        raise DataError(
-            f"label file {path!r} does not exist; download it from the CIFAR-N project "
-            f"({CIFAR_N_URL}: CIFAR-10_human.pt or CIFAR-100_human.pt) and pass its path "
-            "with --label-file"
-        )
+    require_file(
+        path,
+        "label file",
+        f"; download it from the CIFAR-N project ({CIFAR_N_URL}: CIFAR-10_human.pt or "
+        "CIFAR-100_human.pt) and pass its path with --label-file",
+    )
     try:
         with torch.serialization.safe_globals(_TORCH_SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reset_tune.data.cifar_classes import CIFAR100_FINE_TO_COARSE
+from reset_tune.data.files import require_file
 from reset_tune.errors import ConfigError, DataError
 
 NOISE_KINDS: tuple[str, ...] = (
@@ -169,6 +170,9 @@ class NoisyLabels:
     description: str
 
 
+NPY_MAGIC = b"\x93NUMPY"  # the first bytes of every file numpy.save writes
+
+
 def load_transition_matrix(path: str | os.PathLike, num_classes: int) -> np.ndarray:
     """Reads a C x C row-stochastic matrix (row = true class) from .npy, .csv or .txt.
 
@@ -176,11 +180,16 @@ def load_transition_matrix(path: str | os.PathLike, num_classes: int) -> np.ndar
     transition matrix for `num_classes` classes (the message names the offending row).
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise DataError(f"transition-matrix file {path!r} does not exist")
+    require_file(path, "transition-matrix file")
     suffix = os.path.splitext(path)[1].lower()
     try:
         if suffix == ".npy":
+            with open(path, "rb") as handle:
+                if handle.read(6) != NPY_MAGIC:
+                    raise DataError(
+                        f"transition-matrix file {path!r} is not a .npy file (no NumPy header); "
+                        "write it with numpy.save, or as .csv/.txt text"
+                    )
             matrix = np.load(path, allow_pickle=False)
         elif suffix == ".csv":
             matrix = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
