@@ -383,7 +383,13 @@ class TrainingRun:
         self._train_loss_sum.zero_()
         self._train_correct.zero_()
         self._train_steps_since_eval = 0
-        if not (math.isfinite(train_loss) and math.isfinite(v_loss)):
+        # A finite blow-up is divergence too (lr=90 gives a loss of 1e9, then chance accuracy):
+        # a chance-level classifier's cross-entropy is ln(C), so 100x that is not training.
+        limit = 100.0 * max(1.0, math.log(self.data.num_classes))
+        if (
+            not (math.isfinite(train_loss) and math.isfinite(v_loss))
+            or max(train_loss, v_loss) > limit
+        ):
             raise TrainingDiverged(
                 f"training diverged at step {self.step}: train loss {train_loss}, val loss "
                 f"{v_loss}; lower the learning rate (lr={config.lr}) or use fp32."
