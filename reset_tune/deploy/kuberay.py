@@ -266,6 +266,9 @@ def _cluster_spec(cluster: ClusterOptions, spec_map: str | None) -> dict[str, An
                     }
                 ],
                 "volumes": head_volumes,
+                # Ray's image runs as uid 1000 in group users (100): a fresh volume is writable
+                # for it only through the pod's fsGroup.
+                "securityContext": {"fsGroup": 100},
             },
         },
     }
