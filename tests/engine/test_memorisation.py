@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import math
+import multiprocessing
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -157,18 +159,75 @@ def regime_config(name: str, **changes) -> TrainConfig:
     return TrainConfig(**{**COMMON, **REGIMES[name], **changes})
 
 
-_RUNS: dict[tuple, object] = {}
+# Each configuration trains once per test session (the tests below share runs), two at a time in
+# worker processes (`train_ahead`): a process of its own per run, so two runs never share torch's
+# global RNG (model initialisation seeds it) or its thread setting.
+_RUNS: dict[TrainConfig, Future] = {}
+_TRAINERS: list[ProcessPoolExecutor] = []
+
+
+def _start(config: TrainConfig) -> Future:
+    if config not in _RUNS:
+        if not _TRAINERS:
+            _TRAINERS.append(
+                ProcessPoolExecutor(
+                    max_workers=2,
+                    mp_context=multiprocessing.get_context("spawn"),  # no forked torch state
+                    initializer=torch.set_num_threads,  # one thread per run, as everywhere here
+                    initargs=(1,),
+                )
+            )
+        _RUNS[config] = _TRAINERS[0].submit(train, config)
+    return _RUNS[config]
+
+
+def run_config(config: TrainConfig):
+    return _start(config).result()
 
 
 def run_regime(name: str, **changes):
-    """Each configuration trains once per test session (the tests below share runs)."""
+    """The regime's r = 0 run (with `changes`)."""
     if name.startswith("fashion") and not DEBIAN_FASHION.exists():
         pytest.skip("Debian's dataset-fashion-mnist not installed")
-    key = (name, tuple(sorted(changes.items())))
-    if key not in _RUNS:
-        torch.set_num_threads(1)
-        _RUNS[key] = train(regime_config(name, reset_prob=0.0, **changes))
-    return _RUNS[key]
+    return run_config(regime_config(name, reset_prob=0.0, **changes))
+
+
+def gated_config(name: str) -> TrainConfig:
+    """The regime with resetting armed on memorisation only."""
+    return regime_config(name, reset_prob=0.01, arm_on_memorisation=True)
+
+
+def _runs_for(item: pytest.Item) -> list[TrainConfig]:
+    """The runs a test of this module trains (none for the fabricated-history tests)."""
+    regime = getattr(getattr(item, "callspec", None), "params", {}).get("regime")
+    if regime is not None:
+        return [regime_config(regime, reset_prob=0.0)]
+    gated = {
+        "test_arming_on_memorisation_waits_for_memorisation_that_never_comes": (
+            "digits-not-memorising"
+        ),
+        "test_arming_on_memorisation_arms_no_earlier_than_the_onset": "digits-memorising",
+    }.get(item.originalname)
+    if gated is not None:
+        return [regime_config(gated, reset_prob=0.0), gated_config(gated)]
+    return []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def train_ahead(request):
+    """Start every run the selected tests of this module need, in their order, two at a time."""
+    fashion = DEBIAN_FASHION.exists()
+    for item in request.session.items:
+        if item.module is request.module:
+            for config in _runs_for(item):
+                if fashion or config.dataset != "fashion-mnist":
+                    _start(config)
+    yield
+    for trainer in _TRAINERS:
+        trainer.shutdown(cancel_futures=True)  # runs no test asked for (e.g. after -x stopped)
+    _TRAINERS.clear()
+    for config in [c for c, run in _RUNS.items() if run.cancelled()]:
+        del _RUNS[config]
 
 
 def ranks(values) -> np.ndarray:
@@ -246,7 +305,7 @@ def test_arming_on_memorisation_waits_for_memorisation_that_never_comes():
     # The patience rule arms on this run (in the r = 0 run it arms too, with nothing to reset;
     # until arming, runs differing only in r are identical, so r = 0.01 would arm there too).
     assert plain.armed_step is not None
-    gated = train(regime_config("digits-not-memorising", reset_prob=0.01, arm_on_memorisation=True))
+    gated = run_config(gated_config("digits-not-memorising"))
     assert gated.armed_step is None and gated.num_resets == 0
     assert all(h[names.RESET_ARMED] == 0.0 for h in gated.history)
     # Never armed, it trains exactly as the r = 0 run (common random numbers); only the armed
@@ -259,7 +318,7 @@ def test_arming_on_memorisation_waits_for_memorisation_that_never_comes():
 def test_arming_on_memorisation_arms_no_earlier_than_the_onset():
     plain = run_regime("digits-memorising")
     assert plain.memorisation_step is not None
-    gated = train(regime_config("digits-memorising", reset_prob=0.01, arm_on_memorisation=True))
+    gated = run_config(gated_config("digits-memorising"))
     assert gated.armed_step is not None and gated.num_resets > 0
     # Until it arms, the gated run is the r = 0 run, so it sees the same onset.
     assert gated.memorisation_step == plain.memorisation_step
