@@ -103,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     def say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
+    _check_names(config)
     if args.mlflow_uri is not None:
         from reset_tune.search.preflight import check_tracking_uri
 
@@ -164,6 +165,21 @@ def run(args: argparse.Namespace) -> int:
             url = run_url(tracking_uri, answer.run_id)
             print(f"logged to MLflow: {redact_uri(url) if url else answer.run_id}")
     return 0
+
+
+def _check_names(config: TrainConfig) -> None:
+    """Dataset, model and noise named as the engine knows them: checked before an MLflow server
+    is started or history read, not after."""
+    from reset_tune.data import DATASET_NAMES, parse_noise_spec
+    from reset_tune.models import MODEL_NAMES
+
+    if config.dataset not in DATASET_NAMES:
+        raise ConfigError(
+            f"unknown dataset {config.dataset!r}; choose one of {', '.join(DATASET_NAMES)}"
+        )
+    if config.model not in MODEL_NAMES:
+        raise ConfigError(f"unknown model {config.model!r}; choose one of {', '.join(MODEL_NAMES)}")
+    parse_noise_spec(config.noise)
 
 
 def _answers(tracking_uri: str) -> bool:
