@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,3 +146,42 @@ def test_good_tracking_uris_pass(value, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     check_tracking_uri(value)
     assert list(tmp_path.iterdir()) == []  # checking creates nothing
+
+
+_JOIN_FROM_ANOTHER_STATE = """
+import sys, time
+from pathlib import Path
+from reset_tune.search.driver import _ray_connection
+started = time.monotonic()
+with _ray_connection(sys.argv[1], Path(sys.argv[2]), print):
+    import ray
+    print("nodes", len(ray.nodes()), "after", round(time.monotonic() - started, 1), "s")
+"""
+
+
+@pytest.mark.integration
+def test_a_loopback_only_head_of_another_state_directory_is_joined_in_seconds(
+    shared_stack, tmp_path
+):
+    from reset_tune.search.ray_auth import head_listens_on_loopback_only
+
+    stack = shared_stack.ensure().local
+    assert stack is not None
+    assert head_listens_on_loopback_only(stack.gcs_address) is True
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE")
+    }
+    # `localhost:PORT` from a state directory that knows no stack: before the fix Ray dialled
+    # the machine's routable address for minutes.
+    address = stack.gcs_address.replace("127.0.0.1", "localhost")
+    done = subprocess.run(
+        [sys.executable, "-c", _JOIN_FROM_ANOTHER_STATE, address, str(tmp_path / "other")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "nodes 1" in done.stdout
