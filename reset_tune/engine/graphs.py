@@ -3,7 +3,7 @@
 A small network's step on a GPU is bound by the host, not the chip: Python, the autograd engine
 and a few hundred kernel launches take milliseconds for arithmetic that takes microseconds. A
 CUDA graph records the step's kernels once and replays them with one launch. What makes that
-valid here (docs/architecture.md, "GPU execution paths"):
+valid here (docs/architecture.md §6a, "GPU execution paths"):
 
 - **Static shapes and addresses.** Batches have a fixed size (the sampler drops the last partial
   slice); each step copies its augmented batch into the graph's input buffers. Augmentation stays
