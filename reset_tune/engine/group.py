@@ -84,7 +84,7 @@ class TrainingGroup:
         if self.device.type != "cuda":
             return [None] * len(self.runs)
         current = torch.cuda.current_stream(self.device)
-        streams = []
+        streams: list[torch.cuda.Stream | None] = []
         for _ in self.runs:
             stream = torch.cuda.Stream(self.device)
             stream.wait_stream(current)  # the data and models were made on the current stream
