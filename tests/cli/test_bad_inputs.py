@@ -235,6 +235,27 @@ def _with_curves_folder(s: Scratch) -> Path:
     return s.root / "prev"
 
 
+def _recorded_search(s: Scratch, tracking_uri: str) -> str:
+    """A search record as a search tracked at `tracking_uri` leaves it; returns its id."""
+    from reset_tune.search.record import SearchRecord, search_directory
+
+    folder = search_directory(Path(s.state), "old-1")
+    folder.mkdir(parents=True, exist_ok=True)
+    SearchRecord(
+        search_id="old-1",
+        experiment_name="old",
+        spec={},
+        spec_source="old.yaml",
+        spec_text="",
+        tracking_uri=tracking_uri,
+        optuna_storage="sqlite:///unused.db",
+        target_trials=1,
+        tracking_explicit=True,
+        directory=str(folder),
+    ).save()
+    return "old-1"
+
+
 NOISE_MATRIX_SPEC = SPEC_TEXT.replace("noise: symmetric:0.4", "noise: matrix:/nonexistent/m.npy")
 EMPTY_CIFAR_SPEC = SPEC_TEXT.replace(
     "dataset: digits", "dataset: cifar10\n  data_root: /nonexistent/cifar\n  download: false"
@@ -380,6 +401,30 @@ OTHER_CASES = [
         "sync-state-is-file",
         lambda s: ["sync", "nope", "--state-dir", s.plain_file],
         "is a file",
+    ),
+    Case(
+        "sync-dead-server",
+        lambda s: [
+            "sync",
+            _recorded_search(s, "http://127.0.0.1:1"),
+            "--state-dir",
+            s.state,
+            "--mlflow-uri",
+            f"http://alice:hunter2@127.0.0.1:{FREE}",
+        ],
+        "no MLflow server answers at http://alice:***@",
+        code=1,
+        secret="hunter2",
+    ),
+    Case(
+        "sync-masked-recorded-uri",
+        lambda s: [
+            "sync",
+            _recorded_search(s, "http://alice:***@127.0.0.1:1"),
+            "--state-dir",
+            s.state,
+        ],
+        "give --mlflow-uri with its credentials",
     ),
     # up / down / stack
     Case("up-state-is-file", lambda s: ["up", "--state-dir", s.plain_file], "is a file"),
