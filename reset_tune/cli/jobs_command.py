@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TextIO
 from reset_tune.cli.stack_command import add_state_dir_option
 from reset_tune.cli.state_option import checked_state_dir
 from reset_tune.errors import ConfigError
+from reset_tune.redact import redact_uri
 
 if TYPE_CHECKING:
     from reset_tune.search.spec import SearchSpec
@@ -172,7 +173,7 @@ def run_submit(args: argparse.Namespace) -> int:
         f"stop it:   reset-tune stop {job_id}{_address_hint(args)}"
     )
     out = sys.stderr if args.json else sys.stdout
-    print(f"submitted job {job_id} to {address}", file=out)
+    print(f"submitted job {job_id} to {redact_uri(address)}", file=out)
     if args.no_wait:
         print(hints, file=out)
         if args.json:
@@ -300,13 +301,17 @@ def _report_failure(address: str, job_id: str, status: str, *, show_logs: bool) 
 
 
 def _print_job_json(job_id: str, address: str, status: str, spec: Path) -> None:
-    print(json.dumps({"job_id": job_id, "address": address, "status": status, "spec": str(spec)}))
+    print(
+        json.dumps(
+            {"job_id": job_id, "address": redact_uri(address), "status": status, "spec": str(spec)}
+        )
+    )
 
 
 def _address_hint(args: argparse.Namespace) -> str:
     hint = ""
     if args.address:
-        hint += f" --address {args.address}"
+        hint += f" --address {redact_uri(args.address)}"
     if args.state_dir:
         hint += f" --state-dir {args.state_dir}"
     return hint
@@ -323,7 +328,7 @@ def run_jobs(args: argparse.Namespace) -> int:
         print(json.dumps([job.to_dict() for job in jobs], indent=2))
         return 0
     if not jobs:
-        print(f"no jobs at {address}")
+        print(f"no jobs at {redact_uri(address)}")
         return 0
     rows = [
         (
