@@ -138,7 +138,7 @@ TRAIN_CASES = [
     Case("lr-overflow", train("--lr", "1e400"), "lr"),
     Case("lr-comma", train("--lr", "0,1"), "--lr"),
     # A finite blow-up (loss ~1e7 by step 10) is divergence, not a finished run at chance.
-    Case("lr-blows-up", train("--lr", "90"), "training diverged at step 10", code=1),
+    Case("lr-blows-up", train("--lr", "90", "--quiet"), "training diverged at step 10", code=1),
     Case("batch-zero", train("--batch-size", "0"), "batch_size"),
     Case("reset-prob-above-one", train("--reset-prob", "1.5"), "reset_prob"),
     Case("reset-prob-negative", train("--reset-prob", "-0.1"), "reset_prob"),
