@@ -203,6 +203,8 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     from reset_tune.yaml_files import read_yaml_file
 
     loaded = read_yaml_file(path, "--config file")
+    if loaded is None:
+        return {}  # an empty (or all-comments) file: no settings, as in a spec's sections
     if isinstance(loaded, dict) and isinstance(loaded.get("config"), dict):
         loaded = loaded["config"]  # a result.json: rerun its resolved config
     if not isinstance(loaded, dict):
