@@ -190,3 +190,71 @@ def test_a_search_submitted_with_the_token_completes(stack, tmp_path):
     refused = _run(["jobs", "--address", stack.dashboard_url], no_token, timeout=120)
     assert refused.returncode != 0
     _assert_no_secret(stack, refused.stdout + refused.stderr, "the refusal")
+
+
+def test_trials_a_killed_driver_left_running_in_the_shared_study_are_recovered(stack, tmp_path):
+    """The driver dies (SIGKILL: nothing of it runs after) while its trials run; the study in
+    PostgreSQL says RUNNING and only the bucket has their files. A second driver resumes it:
+    those trials are marked interrupted and run again, and the search reaches its target."""
+    import signal
+    import time
+
+    spec = _spec(tmp_path, "killed-shared")
+    data = yaml.safe_load(spec.read_text())
+    data["train"]["steps"] = 3000  # long enough to be killed mid-trial on a fast machine too
+    spec.write_text(yaml.safe_dump(data))
+    state = tmp_path / "state"
+    env = stack.search_env()
+    log = tmp_path / "driver.log"
+    with open(log, "wb") as out:
+        driver = subprocess.Popen(
+            [*CLI, "search", str(spec), "--address", stack.gcs_address, "--state-dir", str(state)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 300
+    search_id = None
+    while time.monotonic() < deadline:
+        records = list(state.glob("searches/*/search.json"))
+        if records:
+            search_id = json.loads(records[0].read_text())["search_id"]
+            try:
+                trials = optuna.load_study(study_name=search_id, storage=stack.pg_url("optuna"))
+            except KeyError:  # the record is written before the study is created
+                trials = None
+            running = [t for t in (trials.trials if trials else []) if t.state.name == "RUNNING"]
+            # Both trials have reported (rows with their trial ids) to the bucket. (A trial killed
+            # before its first row reaches the storage cannot be told apart on resume yet.)
+            results = [k for k in _keys(stack, f"tune/{search_id}/") if k.endswith("result.json")]
+            reported = [k for k in results if b'"trial_id"' in _object(stack, k)]
+            if len(running) == 2 and len(reported) == 2:
+                break
+        assert driver.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.5)
+    else:
+        pytest.fail("the trials never ran:\n" + log.read_text()[-3000:])
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait(timeout=30)
+
+    run = _run(
+        [
+            "search",
+            "--resume",
+            search_id,
+            "--address",
+            stack.gcs_address,
+            "--state-dir",
+            str(state),
+        ],
+        env,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    assert "interrupted trial(s) queued again" in run.stdout
+    study = optuna.load_study(study_name=search_id, storage=stack.pg_url("optuna"))
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 2, states
+    assert any(t.user_attrs.get("reset_tune.interrupted") for t in study.trials)
+    _assert_no_secret(stack, run.stdout + run.stderr + log.read_text(), "the drivers' output")
