@@ -107,6 +107,7 @@ def sync_search(record: SearchRecord, tracking_uri: str) -> SyncReport:
                 report.trials_recorded += 1
         if finished and not _ended(tracking_uri, parent_id):
             search_report = build_report(spec, record, None)
+            search_report.tracking_uri = tracking_uri  # the description links the winners
             finish_search_run(sink, parent, record, search_report)
         if not sink.flush(timeout_s=120.0):
             raise SyncFailed(
