@@ -34,19 +34,21 @@ SettingsLoader.add_implicit_resolver(
 def _construct_mapping(
     loader: SettingsLoader, node: yaml.MappingNode, deep: bool = False
 ) -> dict[Any, Any]:
-    seen: set[Any] = set()
+    first_line: dict[Any, int] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         try:
-            duplicate = key in seen
+            duplicate = key in first_line
         except TypeError:  # an unhashable key (a list or mapping): PyYAML names it next
             break
         if duplicate:
-            mark = key_node.start_mark
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
+                None,
+                None,
+                f"duplicate key {key!r} (first given on line {first_line[key]})",
+                key_node.start_mark,
             )
-        seen.add(key)
+        first_line[key] = key_node.start_mark.line + 1
     return loader.construct_mapping(node, deep=deep)
 
 
