@@ -187,7 +187,7 @@ def test_the_printed_link_opens_a_report_in_the_model_training_view(
     assert f"Gain of resetting: {100 * gain:+.1f} points" in page
     assert "verdict:" in page
     assert "summary/test_acc" in page  # the parent's metrics table
-    screenshot(chromium, url, shots / "parent-run.png", shots / "profile-parent", "1600,2600")
+    screenshot(chromium, url, shots / "ui-parent-run.png", shots / "profile-parent", "1600,2600")
 
     # The description links the best trial's run; the link opens it.
     trial = trials[best_name]
@@ -206,7 +206,7 @@ def test_the_printed_link_opens_a_report_in_the_model_training_view(
     assert "Parameters (" in page
     shown = int(re.search(r"Parameters \((\d+)\)", page).group(1))
     assert shown == len(trial.params) <= 10
-    screenshot(chromium, trial_url, shots / "trial-run.png", shots / "profile-trial", "1600,2000")
+    screenshot(chromium, trial_url, shots / "ui-trial.png", shots / "profile-trial", "1600,2000")
 
     # The comparison plot, as the run's Artifacts tab shows it.
     plot_url = url.replace(
@@ -214,7 +214,7 @@ def test_the_printed_link_opens_a_report_in_the_model_training_view(
     )
     page = render_text(chromium, plot_url, shots / "profile-plot")
     assert "comparison.png" in page
-    screenshot(chromium, plot_url, shots / "comparison.png", shots / "profile-plot", "1800,1100")
+    screenshot(chromium, plot_url, shots / "ui-comparison.png", shots / "profile-plot", "1800,1100")
 
     # The second link: the search's trials, sorted by the objective.
     table = search["mlflow_trials_url"]
@@ -222,7 +222,7 @@ def test_the_printed_link_opens_a_report_in_the_model_training_view(
     page = render_text(chromium, table, shots / "profile-table")
     for name in trials:
         assert name in page
-    screenshot(chromium, table, shots / "trials-table.png", shots / "profile-table", "1600,1000")
+    screenshot(chromium, table, shots / "ui-trials-table.png", shots / "profile-table", "1600,1000")
 
     # The plots themselves, beside the screenshots, for a look at full size.
     from mlflow import MlflowClient
