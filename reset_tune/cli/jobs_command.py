@@ -197,12 +197,12 @@ def run_submit(args: argparse.Namespace) -> int:
 _SUBMISSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
 
 
-def check_submission_id(submission_id: str | None) -> None:
+def check_submission_id(submission_id: str | None, *, what: str = "--submission-id") -> None:
     if submission_id is None:
         return
     if not _SUBMISSION_ID.fullmatch(submission_id) or ".." in submission_id:
         raise ConfigError(
-            f"--submission-id {submission_id!r}: use 1-100 letters, digits, '_', '-' or '.' "
+            f"{what} {submission_id!r}: use 1-100 letters, digits, '_', '-' or '.' "
             "(starting with a letter or digit, no '..')"
         )
 
@@ -354,6 +354,7 @@ def run_jobs(args: argparse.Namespace) -> int:
 def run_logs(args: argparse.Namespace) -> int:
     from reset_tune.search.jobs import job_logs, quiet_ray_logging, resolve_address
 
+    check_submission_id(args.job_id, what="JOB")
     quiet_ray_logging()
 
     address = resolve_address(args.address, checked_state_dir(args.state_dir))
@@ -380,6 +381,7 @@ def run_stop(args: argparse.Namespace) -> int:
 
     if args.timeout <= 0:
         raise ConfigError(f"--timeout must be > 0 seconds, got {args.timeout}")
+    check_submission_id(args.job_id, what="JOB")
     address = resolve_address(args.address, checked_state_dir(args.state_dir))
     if not stop_job(address, args.job_id):
         print(f"job {args.job_id} had already ended: {job_status(address, args.job_id)}")

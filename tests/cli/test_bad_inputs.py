@@ -499,6 +499,8 @@ OTHER_CASES = [
         "not UTF-8",
     ),
     Case("stop-timeout", lambda s: ["stop", "j1", "--timeout", "0"], "--timeout"),
+    Case("stop-job-id-path", lambda s: ["stop", "../../etc"], "JOB '../../etc'"),
+    Case("logs-job-id-slash", lambda s: ["logs", "a/b"], "JOB 'a/b'"),
     Case("jobs-state-is-file", lambda s: ["jobs", "--state-dir", s.plain_file], "is a file"),
     # recommend
     Case("recommend-no-dataset", lambda s: ["recommend", "--no-log"], "--dataset is required"),
@@ -562,7 +564,18 @@ def test_the_table_is_large_and_its_ids_distinct(tmp_path):
     commands = {
         case.argv(Scratch(tmp_path))[0] for case in ALL_CASES if case.argv(Scratch(tmp_path))
     }
-    for command in ("train", "search", "sync", "up", "down", "stack", "submit", "stop", "jobs"):
+    for command in (
+        "train",
+        "search",
+        "sync",
+        "up",
+        "down",
+        "stack",
+        "submit",
+        "stop",
+        "logs",
+        "jobs",
+    ):
         assert command in commands
     assert "recommend" in commands
 
