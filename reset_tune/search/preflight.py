@@ -181,8 +181,15 @@ def check_optuna_storage(url: str, *, explicit: bool, timeout_s: float = 10.0) -
             )
         check_output_dir(where.parent, option=option)
         return
+    # Drivers written in C (psycopg2, mysqlclient) ignore Python's socket timeout: their own
+    # connect_timeout bounds the wait on a host that does not answer.
+    connect_args = (
+        {"connect_timeout": max(1, int(timeout_s))}
+        if parsed.get_backend_name() in ("postgresql", "mysql", "mariadb")
+        else {}
+    )
     try:
-        engine = sqlalchemy.create_engine(url, pool_pre_ping=False)
+        engine = sqlalchemy.create_engine(url, pool_pre_ping=False, connect_args=connect_args)
     except NoSuchModuleError:
         raise ConfigError(
             f"--storage {shown!r}: unknown kind of database {parsed.drivername!r}; {advice}"
