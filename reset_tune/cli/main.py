@@ -67,7 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error_line(args.command, f"error: {error.strerror or error}{where}")
         return 1
     except KeyboardInterrupt:
-        _error_line(args.command, "interrupted; nothing was written.")
+        if args.command == "search":  # its record and study are kept for --resume
+            _error_line(args.command, "interrupted; `reset-tune search --resume` continues it.")
+        else:
+            _error_line(args.command, "interrupted; nothing was written.")
         return 130
 
 
