@@ -150,8 +150,9 @@ def finish_search_run(
     keys = [parent, *_run_keys(record, report, winners)]
     if any(sink.backend_run_id(key) is None for key in keys):
         sink.flush(timeout_s=10.0)
-    if report.tracking_uri:
-        add_ui_links(report, report.tracking_uri, sink.backend_run_id(parent))
+    tracking_uri = _server_uri(sink, report)
+    if tracking_uri:
+        add_ui_links(report, tracking_uri, sink.backend_run_id(parent))
     links = {trial.label: _run_link(sink, record, report, trial) for trial, _ in winners.values()}
     tags = {
         VERDICT_TAG: verdict.word,
@@ -226,12 +227,20 @@ def _run_link(
     run_id = sink.backend_run_id(
         trial_run_key(record.search_id, _seed_runs(report, trial)[0].tune_trial_id)
     )
-    if run_id is None or not report.tracking_uri:
+    tracking_uri = _server_uri(sink, report)
+    if run_id is None or not tracking_uri:
         return None
-    url = run_url(report.tracking_uri, run_id)
+    url = run_url(tracking_uri, run_id)
     if url is None or "#/" not in url:
         return None  # no server-backed UI, or the server did not answer
     return "#" + url.split("#", 1)[1]
+
+
+def _server_uri(sink: TrackingSink, report: SearchReport) -> str | None:
+    """Where to ask about the runs: the sink's own URI (the report's may have its password
+    masked), else the report's."""
+    uri = getattr(sink, "tracking_uri", None)
+    return uri if isinstance(uri, str) and uri else report.tracking_uri
 
 
 def _percent(value: float | None) -> str:
