@@ -131,13 +131,15 @@ class SearchOutcome:
 def experiment_name(spec: SearchSpec) -> str:
     """The MLflow experiment (and search-id prefix): the spec's `name`, else its file's stem; a
     stem that reads as MLflow's own "Default" experiment (default.yaml) becomes `reset-tune`."""
-    if "name" in spec.model_fields_set:
-        return spec.name
     stem = Path(spec.source).stem
-    if stem.lower() == "default":
+    # The loader names a spec after its file when it gives no name, so `name` equal to the stem
+    # is (almost always) that default; checked first, or default.yaml would become "default".
+    if stem.lower() == "default" and spec.name == stem:
         from reset_tune.tracking.names import DEFAULT_EXPERIMENT
 
         return DEFAULT_EXPERIMENT
+    if "name" in spec.model_fields_set:
+        return spec.name
     return stem if stem and stem != "search spec" else spec.name
 
 
