@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,19 @@ def metric_items(row: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+# Tune names a trial's folder `<trainable>_<8 hex>_<n>_<params…>`; its id is `<8 hex>_<n:05d>`.
+_TRIAL_FOLDER = re.compile(r"_([0-9a-f]{8})_(\d+)(?:_|$)")
+
+
+def trial_id_from_folder(name: str) -> str:
+    """The Tune trial id a folder name encodes (params in the name hold '=' and ',', which are
+    no valid run key); the name with such characters replaced when it encodes none."""
+    match = _TRIAL_FOLDER.search(name)
+    if match:
+        return f"{match[1]}_{int(match[2]):05d}"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:200] or "trial"
+
+
 def read_trial(path: Path) -> TuneTrial | None:
     """The trial whose folder is `path`, or None when it has no readable ``params.json``."""
     try:
@@ -125,7 +139,9 @@ def read_trial(path: Path) -> TuneTrial | None:
                 rows.append(json.loads(line, parse_constant=_constant))
             except ValueError:
                 break  # a line cut short by a killed driver: what came before is whole
-    trial_id = next((str(r["trial_id"]) for r in rows if "trial_id" in r), path.name)
+    trial_id = next((str(r["trial_id"]) for r in rows if "trial_id" in r), None)
+    if trial_id is None:  # no report yet (e.g. the driver was killed first)
+        trial_id = trial_id_from_folder(path.name)
     error_file = path / "error.txt"
     error = error_file.read_text(errors="replace") if error_file.exists() else None
     return TuneTrial(trial_id=trial_id, path=path, params=params, rows=rows, error=error)
