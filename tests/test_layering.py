@@ -60,7 +60,7 @@ RULES: dict[str, tuple[tuple[str, ...], bool]] = {
     "recommend": (("ray", "optuna", "mlflow", "reset_tune.search.", "reset_tune.cli"), False),
     "search": (("mlflow", "reset_tune.recommend", "reset_tune.cli"), False),
     "cli": (_THIRD_PARTY_SERVICES, False),
-    # Renders and checks manifests from a spec: reads search's spec and store settings, runs nothing.
+    # Renders and checks manifests: reads search's spec and store settings, runs nothing.
     "deploy": (
         (
             "ray",

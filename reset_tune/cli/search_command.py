@@ -138,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"full config: {record.path / 'search.json'}")
     if report.mlflow_url:
         print(f"MLflow UI: {redact_uri(report.mlflow_url)}")
+        if report.mlflow_trials_url:
+            print(f"MLflow trials, best first: {redact_uri(report.mlflow_trials_url)}")
     elif report.tracking_uri:
         print(f"tracked in: {redact_uri(report.tracking_uri)}")
     return 0

@@ -90,8 +90,8 @@ def open_optuna_storage(recorded: str, given: str | None = None) -> optuna.stora
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     except Exception as error:  # noqa: BLE001 - any driver/URL problem: one clear message
         raise StoreUnavailable(
-            f"cannot open the Optuna storage {redact_uri(url)}: {redact_text(str(error))}; give "
-            "a reachable database URL with --storage or "
+            f"cannot open the Optuna storage {redact_uri(url)}: "
+            f"{redact_text(_first_line(error))}; give a reachable database URL with --storage or "
             f"${OPTUNA_STORAGE_ENV} (sqlite:///FILE or postgresql://USER:PASSWORD@HOST/DB)"
         ) from None
 
@@ -178,3 +178,9 @@ def mirror_tune_files(uri: str | None, default: Path, segment: str) -> int:
             destination.write_bytes(stream.read())
         copied += 1
     return copied
+
+
+def _first_line(error: BaseException) -> str:
+    """SQLAlchemy appends a "(Background on this error at …)" line: keep the first only."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from reset_tune.errors import ResetTuneError
+from reset_tune.redact import redact_uri
 from reset_tune.search.parent_run import (
     build_report,
     finish_search_run,
@@ -57,12 +58,13 @@ class SyncReport:
 
 
 def sync_search(record: SearchRecord, tracking_uri: str) -> SyncReport:
+    server = redact_uri(tracking_uri)  # what messages show
     report = SyncReport()
     replayed = replay_outbox(record.outbox_dir, tracking_uri)
     report.outbox_runs = replayed.runs_completed
     if replayed.runs_remaining:
         raise SyncFailed(
-            f"the tracking server at {tracking_uri} did not take the outbox "
+            f"the tracking server at {server} did not take the outbox "
             f"({'; '.join(replayed.errors[:2])}); check that it runs, then sync again"
         )
     report.errors.extend(replayed.errors)
@@ -79,12 +81,12 @@ def sync_search(record: SearchRecord, tracking_uri: str) -> SyncReport:
         )
         if not sink.flush(timeout_s=60.0):
             raise SyncFailed(
-                f"the tracking server at {tracking_uri} does not answer; start it (or pass "
+                f"the tracking server at {server} does not answer; start it (or pass "
                 "--mlflow-uri) and sync again"
             )
         parent_id = sink.mlflow_run_id(parent)
         if parent_id is None:  # flushed, so the run exists; a sink that cannot say is broken
-            raise SyncFailed(f"the tracking server at {tracking_uri} did not create the search run")
+            raise SyncFailed(f"the tracking server at {server} did not create the search run")
         existing = {
             run.tags.get(tracking_names.RUN_KEY): run for run in trial_runs(tracking_uri, parent_id)
         }
@@ -111,7 +113,7 @@ def sync_search(record: SearchRecord, tracking_uri: str) -> SyncReport:
             finish_search_run(sink, parent, record, search_report)
         if not sink.flush(timeout_s=120.0):
             raise SyncFailed(
-                f"the tracking server at {tracking_uri} stopped answering during sync; what was "
+                f"the tracking server at {server} stopped answering during sync; what was "
                 f"not delivered is kept in {record.outbox_dir}; sync again when it is back"
             )
     finally:

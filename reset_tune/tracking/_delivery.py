@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from reset_tune.redact import redact_text, redact_uri
 from reset_tune.tracking import names
 from reset_tune.tracking.outbox import (
     ARTIFACT,
@@ -106,7 +107,10 @@ class Delivery:
         try:
             return cls(MlflowClient(tracking_uri=tracking_uri))
         except Exception as error:  # e.g. a database that cannot be opened right now
-            raise TransientError(f"cannot open tracking store {tracking_uri!r}: {error}") from error
+            raise TransientError(
+                f"cannot open tracking store {redact_uri(tracking_uri)!r}: "
+                f"{redact_text(str(error))}"
+            ) from error
 
     # -- guarded calls --------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
