@@ -150,7 +150,7 @@ class Bench:
                     )
         return rows
 
-    def _compiled(self, model: str, batch: int) -> dict:
+    def compiled(self, model: str, batch: int) -> dict:
         warmup, steps = self.steps_for(model, True)
         config = self.config(model, batch, warmup + steps, cuda_graphs=False)
         row = {"model": model, "batch_size": batch, "deterministic": True}
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         payload["reference"] = bench.reference()
         save()
     if "compile" in sections and bench.device.type == "cuda":
-        payload["compile"] = bench._compiled("vcnn", 32)
+        payload["compile"] = bench.compiled("vcnn", 32)
         save()
     print(f"wrote {args.json} ({payload['wall_s']:.0f} s)", flush=True)
     return 0
