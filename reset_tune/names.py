@@ -49,6 +49,11 @@ AUGMENTS = ("none", "crop-flip")
 AUGMENT_SETTINGS = ("auto", *AUGMENTS)
 
 
+def gain_sign(mode: str) -> float:
+    """+1 for mode "max", −1 for "min": `gain_sign(mode) * (a − b) > 0` when `a` is the better."""
+    return 1.0 if mode == "max" else -1.0
+
+
 def better(value: float, best: float, mode: str) -> bool:
     """Whether `value` beats `best`: larger for mode "max", smaller for "min". Ties do not, and
     neither does a NaN on either side (every comparison with NaN is false)."""

@@ -133,7 +133,7 @@ def render_comparison(
     from matplotlib.lines import Line2D
     from matplotlib.ticker import LogLocator, NullFormatter, NullLocator, PercentFormatter
 
-    as_percent = objective_metric == "val_acc"
+    as_percent = objective_metric == names.METRIC_VAL_ACC
     fig = Figure(figsize=(14, 5), layout="constrained")
     ax_test, ax_obj, ax_r = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1, 1.4]})
     arms = ((0, "r = 0", False, "tab:red"), (1, "resetting", True, "tab:blue"))

@@ -52,6 +52,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from reset_tune import names
+
 RACING = "racing"
 INCUMBENT = "incumbent"
 REJECTED = "rejected"  # could not win against its arm's incumbent
@@ -184,7 +186,7 @@ class Race:
 
     def compare(self, challenger: Contender, incumbent: Contender) -> Comparison:
         """`challenger` against `incumbent` on their common seeds (signed so that > 0 wins)."""
-        sign = 1.0 if self.rules.mode == "max" else -1.0
+        sign = names.gain_sign(self.rules.mode)
         common = [s for s in self.rules.seeds if s in challenger.results and s in incumbent.results]
         diffs = [sign * (challenger.results[s] - incumbent.results[s]) for s in common]
         values = [challenger.results[s] for s in common] + [incumbent.results[s] for s in common]
@@ -266,7 +268,7 @@ class Race:
                 if c.resets == contender.resets and c.status in (DETHRONED, REJECTED) and c.results
             ]
             if rivals:
-                sign = 1.0 if self.rules.mode == "max" else -1.0
+                sign = names.gain_sign(self.rules.mode)
                 best = max(
                     rivals,
                     key=lambda c: (len(c.results), sign * statistics.fmean(c.results.values())),

@@ -93,8 +93,9 @@ class SearchReport:
         small split moves in steps of 1/n) go to the other validation metric at θbest. With
         racing, the incumbents come first, then configurations by how many seeds they won:
         a mean over one lucky seed does not outrank a mean over four."""
-        sign = -1.0 if self.mode == "max" else 1.0
-        tie_sign = 1.0 if self.objective_metric == "val_acc" else -1.0  # then low loss / high acc
+        sign = -names.gain_sign(self.mode)  # ascending sort: best first
+        # Ties then go to low loss (objective accuracy) or high accuracy (objective loss).
+        tie_sign = 1.0 if self.objective_metric == names.METRIC_VAL_ACC else -1.0
 
         def key(t: TrialOutcome) -> tuple[float, float, float, float]:
             tie = t.tie_break if t.tie_break is not None and math.isfinite(t.tie_break) else 0.0
@@ -128,7 +129,7 @@ class SearchReport:
         validation split, averaged over its seeds): configurations closer to the best than this
         are tied with it. None for val_loss (no binomial error) or without a complete one."""
         best = self.best
-        if best is None or self.objective_metric != "val_acc" or not best.per_seed:
+        if best is None or self.objective_metric != names.METRIC_VAL_ACC or not best.per_seed:
             return None
         n_val = min(v.n_val for v in best.per_seed.values())
         p = min(max(best.objective_value, 0.0), 1.0)
@@ -361,7 +362,9 @@ def outcomes(
             outcome.num_resets = summary[names.RESET_COUNT]
             outcome.wall_time_s = summary[WALL_TIME]
             other = (
-                names.BEST_VAL_LOSS if spec.objective.metric == "val_acc" else names.BEST_VAL_ACC
+                names.BEST_VAL_LOSS
+                if spec.objective.metric == names.METRIC_VAL_ACC
+                else names.BEST_VAL_ACC
             )
             outcome.tie_break = summary[other]
         out.append(outcome)

@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from reset_tune import names
+
 HELPS = "helps"
 HURTS = "hurts"
 NO_EVIDENCE = "no evidence"
@@ -175,7 +177,7 @@ def decide(
             baseline=baseline_label,
             objective_metric=objective_metric,
         )
-    sign = 1.0 if mode == "max" else -1.0
+    sign = names.gain_sign(mode)
     seeds = sorted(s for s in resetting if s in baseline)
     if not seeds:
         return Verdict(
