@@ -1,8 +1,6 @@
 """`python -m reset_tune`: the `reset-tune` command, for environments without its script."""
 
-import sys
-
-from reset_tune.cli.main import main
+from reset_tune.cli.main import console_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

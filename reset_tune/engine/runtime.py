@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 import platform
 import subprocess
@@ -100,7 +101,17 @@ def memory_format_for(model: torch.nn.Module, device: torch.device) -> torch.mem
     return torch.contiguous_format
 
 
-def _git_commit() -> str | None:
+def _installed_version(package: str) -> str | None:
+    # The distribution's metadata, not the module: importing torchvision costs ~2 s on one CPU,
+    # paid by every trial worker that records provenance and needs no torchvision model.
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def git_commit() -> str | None:
+    """The checkout's commit when the package runs from a git checkout, else None."""
     root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         return None
@@ -120,16 +131,15 @@ def _git_commit() -> str | None:
 def provenance(device: torch.device) -> dict[str, str | None]:
     """Code version, package versions and hardware, recorded with every result."""
     import numpy
-    import torchvision
 
     import reset_tune
 
     return {
         "reset_tune": reset_tune.__version__,
-        "commit": _git_commit(),
+        "commit": git_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": _installed_version("torchvision"),
         "numpy": numpy.__version__,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device)

@@ -34,8 +34,9 @@ from reset_tune import __version__
 from reset_tune.config import TrainConfig
 from reset_tune.data import DataSplits
 from reset_tune.engine import prepare_data
-from reset_tune.engine.runtime import provenance
+from reset_tune.engine.runtime import git_commit
 from reset_tune.errors import ConfigError
+from reset_tune.names import METRIC_VAL_ACC
 from reset_tune.redact import MASK, redact_text, redact_uri
 from reset_tune.search import stores
 from reset_tune.search.parent_run import (
@@ -470,7 +471,7 @@ def _run_segment(
         race.rules = RaceRules(
             seeds=tuple(spec.race_seeds),
             mode=spec.mode,
-            n_val=_validation_size(data) if spec.objective.metric == "val_acc" else None,
+            n_val=_validation_size(data) if spec.objective.metric == METRIC_VAL_ACC else None,
             z=spec.racing.z,
         )
         search = RacingSearch(
@@ -698,16 +699,10 @@ def _trial_tags(data: Mapping[Any, Any]) -> dict[str, str]:
 
     first = next(iter(data.values()))
     tags = {names.DATA_FINGERPRINT: first.fingerprint, names.PACKAGE_VERSION: __version__}
-    commit = provenance_commit()
+    commit = git_commit()
     if commit:
         tags[names.CODE_VERSION] = commit
     return tags
-
-
-def provenance_commit() -> str | None:
-    import torch
-
-    return provenance(torch.device("cpu")).get("commit")
 
 
 # -- the Ray connection ---------------------------------------------------------------------------

@@ -44,9 +44,27 @@ def test_digits_loads_all_images_with_a_fixed_stratified_test_split():
     combined = np.concatenate([first.train.images, first.test.images])[:, 0]
     np.testing.assert_array_equal(sorted_rows(combined), sorted_rows(expected))
     assert combined.max() == 255 and combined.min() == 0
+    # ... each with its own label.
+    labelled = np.concatenate([first.train.labels, first.test.labels])
+    ours = np.column_stack([combined.reshape(len(combined), -1), labelled])
+    theirs = np.column_stack([expected.reshape(len(expected), -1), raw.target])
+    np.testing.assert_array_equal(sorted_rows(ours), sorted_rows(theirs))
     second = load_dataset("digits")
     np.testing.assert_array_equal(first.test.images, second.test.images)
     np.testing.assert_array_equal(first.test.labels, second.test.labels)
+
+
+def test_digits_come_from_load_digits_where_scikit_learns_file_is_not_found(monkeypatch):
+    from reset_tune.data import datasets
+
+    assert datasets._bundled_digits_csv() is not None  # else both loads below are the fallback
+    read = load_dataset("digits")
+    monkeypatch.setattr(datasets, "_bundled_digits_csv", lambda: None)
+    fallback = load_dataset("digits")
+    for split in ("train", "test"):
+        ours, theirs = getattr(read, split), getattr(fallback, split)
+        np.testing.assert_array_equal(ours.images, theirs.images)
+        np.testing.assert_array_equal(ours.labels, theirs.labels)
 
 
 # ----------------------------------------------------------------------------- MNIST-like

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import json
 import math
@@ -36,12 +37,21 @@ def digits_data():
 
 @pytest.mark.integration
 def test_engine_imports_no_ray_optuna_or_mlflow():
+    # Nor, for a run on digits with a small model, torchvision or scikit-learn: each costs a
+    # trial worker or a search driver about 2 s on one CPU, for a version string or a CSV file.
     code = (
-        "import sys, reset_tune.engine, reset_tune.cli.main;"
-        "print([m for m in ('ray', 'optuna', 'mlflow') if m in sys.modules])"
+        "import sys, reset_tune.engine, reset_tune.cli.main\n"
+        "print([m for m in ('ray', 'optuna', 'mlflow') if m in sys.modules])\n"
+        "from reset_tune.config import TrainConfig\n"
+        "result = reset_tune.engine.train(TrainConfig(dataset='digits', model='mlp', steps=4,"
+        " eval_every=2, device='cpu'))\n"
+        "print([m for m in ('torchvision', 'sklearn') if m in sys.modules])\n"
+        "print(result.provenance['torchvision'])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    lines = out.stdout.strip().splitlines()
+    assert lines[:2] == ["[]", "[]"]
+    assert lines[2] == importlib.metadata.version("torchvision")
 
 
 def test_result_reports_theta_best_on_clean_test_data(digits_data):
