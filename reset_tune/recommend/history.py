@@ -27,8 +27,9 @@ from typing import Any
 
 from reset_tune import names
 from reset_tune.config import TrainConfig
+from reset_tune.data import DataSplits
 from reset_tune.errors import ConfigError, DataError
-from reset_tune.recommend.probe import ProbeResult, probe_dynamics
+from reset_tune.recommend.probe import ProbeResult, probe_config, probe_dynamics
 from reset_tune.recommend.profile import DatasetProfile, profile_dataset
 from reset_tune.tracking import RunSummary
 from reset_tune.tracking import names as tracking_names
@@ -67,11 +68,14 @@ class SettingDescription:
 
 
 def describe_setting(config: TrainConfig, *, known_noise_rate: float | None = None,
-                     probe_window: int | None = None) -> SettingDescription:  # fmt: skip
-    """Profile `config`'s data and probe its dynamics (one short run without resetting)."""
-    from reset_tune.engine import prepare_data
+                     probe_window: int | None = None,
+                     data: DataSplits | None = None) -> SettingDescription:  # fmt: skip
+    """Profile `config`'s data and probe its dynamics (one short run without resetting);
+    `data`, when given, are `config`'s prepared data."""
+    if data is None:
+        from reset_tune.engine import prepare_data
 
-    data = prepare_data(config, "cpu")
+        data = prepare_data(config, "cpu")
     profile = profile_dataset(data, known_noise_rate=known_noise_rate, seed=config.seed)
     probe = probe_dynamics(config, data=data, window=probe_window)
     return SettingDescription(profile=profile, probe=probe)
@@ -88,6 +92,7 @@ class TrialRecord:
     wall_time_s: float
     configuration: str | None = None  # racing: the configuration this seed run belongs to
     n_seeds: int = 1  # seeds behind `objective` and `test_acc` (means over them)
+    data_fingerprint: str | None = None  # of the data it trained on (None: not recorded)
 
     @property
     def resets(self) -> bool:
@@ -112,6 +117,7 @@ def merge_seed_runs(records: list[TrialRecord]) -> list[TrialRecord]:
                 wall_time_s=sum(r.wall_time_s for r in runs),
                 configuration=label,
                 n_seeds=len(runs),
+                data_fingerprint=runs[0].data_fingerprint,
             )
         )
     return merged
@@ -225,6 +231,7 @@ def _trial_record(run: RunSummary, tracking_uri: str = "") -> TrialRecord:
         test_acc=test_acc,
         wall_time_s=math.nan if wall_time is None else wall_time,
         configuration=run.tags.get(tracking_names.CONFIGURATION),
+        data_fingerprint=run.tags.get(tracking_names.DATA_FINGERPRINT),
     )
 
 
@@ -277,6 +284,25 @@ def _cached_description(tracking_uri: str, search: PastSearch) -> SettingDescrip
         return SettingDescription.from_json(text)
     except (ValueError, KeyError, TypeError):
         return None  # a stale or damaged cache is recomputed
+
+
+def same_setting(
+    searches: list[PastSearch], config: TrainConfig, fingerprint: str
+) -> PastSearch | None:
+    """A past search whose description is what `describe_setting(config)` would compute here:
+    profiled without a known noise rate, probed with the same configuration (seed included),
+    on data with the same fingerprint."""
+    wanted = probe_config(config).to_dict()
+    for search in searches:
+        described = search.description
+        if (
+            described is not None
+            and search.best_baseline.data_fingerprint == fingerprint
+            and described.probe.config == wanted
+            and described.profile.noise_estimate.known_rate is None
+        ):
+            return search
+    return None
 
 
 def read_history(

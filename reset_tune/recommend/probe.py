@@ -500,6 +500,16 @@ class _Probe(Callback):
         )
 
 
+def _probe_every(config: TrainConfig) -> int:
+    # Evaluations every patience/8 steps (at most the config's cadence) give ~8 probe points.
+    return max(1, min(config.eval_every, config.patience // 8 or config.eval_every))
+
+
+def probe_config(config: TrainConfig) -> TrainConfig:
+    """What the probe of `config` trains: `config` without resetting, at the probe's cadence."""
+    return config.replace(reset_prob=0.0, eval_every=min(_probe_every(config), config.steps))
+
+
 def probe_dynamics(
     config: TrainConfig,
     *,
@@ -519,12 +529,11 @@ def probe_dynamics(
     `until_memorisation`, a window that ends before the memorisation detector has fired is
     followed by plain training until it fires or `config.steps` run out.
     """
-    # Evaluations every patience/8 steps (at most the config's cadence) give ~8 probe points.
-    every = max(1, min(config.eval_every, config.patience // 8 or config.eval_every))
-    probe_config = config.replace(reset_prob=0.0, eval_every=min(every, config.steps))
+    probed = probe_config(config)
+    every = _probe_every(config)
     window = window if window is not None else max(config.patience, 4 * every)
     started = time.perf_counter()
-    run = TrainingRun(probe_config, data=data)
+    run = TrainingRun(probed, data=data)
     probe = _Probe(window=window, minibatches=minibatches, seed=config.seed,
                    batch_size=config.batch_size, until_memorisation=until_memorisation)  # fmt: skip
     result = run.run([*callbacks, probe])
@@ -535,7 +544,7 @@ def probe_dynamics(
             probe.points, estimator=estimator, bootstrap=bootstrap, level=level, seed=config.seed
         )
     return ProbeResult(
-        config=probe_config.to_dict(),
+        config=probed.to_dict(),
         armed_step=probe.armed_step,
         best_step=result.best_step,
         steps_trained=result.steps_completed,

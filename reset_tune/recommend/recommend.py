@@ -20,7 +20,13 @@ import yaml
 
 from reset_tune.config import TrainConfig
 from reset_tune.recommend.combine import Combined, Evidence, combine, confidence_label
-from reset_tune.recommend.history import History, SettingDescription, describe_setting, read_history
+from reset_tune.recommend.history import (
+    History,
+    SettingDescription,
+    describe_setting,
+    read_history,
+    same_setting,
+)
 from reset_tune.recommend.profile import describe_estimate
 from reset_tune.redact import redact_text, redact_uri
 
@@ -287,9 +293,23 @@ def recommend(
             say(f"reading finished searches from {redact_uri(tracking_uri)} ...")
             history = read_history(tracking_uri, say=say)
     if description is None:
-        say(f"profiling {config.dataset} and probing its dynamics at batch {config.batch_size}, "
-            f"lr {config.lr} ...")  # fmt: skip
-        description = describe_setting(config, known_noise_rate=known_noise_rate)
+        from reset_tune.engine import prepare_data
+
+        data = prepare_data(config, "cpu")
+        same = None
+        if known_noise_rate is None:
+            same = same_setting(history.searches, config, data.fingerprint)
+        if same is not None and same.description is not None:
+            # The same probe on the same data: its result is what a new probe would compute.
+            description = same.description
+            say(f"{config.dataset} at batch {config.batch_size}, lr {config.lr} was profiled "
+                f"and probed for past search {same.name}: using that")  # fmt: skip
+            notes.append(f"profile and probe from past search {same.name}: the same setting, "
+                         "probe configuration and data")  # fmt: skip
+        else:
+            say(f"profiling {config.dataset} and probing its dynamics at batch "
+                f"{config.batch_size}, lr {config.lr} ...")  # fmt: skip
+            description = describe_setting(config, known_noise_rate=known_noise_rate, data=data)
     elif description.probe.config != config.replace(reset_prob=0.0).to_dict() | {
         "eval_every": description.probe.config["eval_every"]
     }:

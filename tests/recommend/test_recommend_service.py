@@ -220,8 +220,11 @@ def test_recommend_end_to_end_after_a_tiny_real_search(
     payload = json.loads(answered.stdout)
     rec = payload["recommendation"]
     evidence = {e["name"]: e for e in payload["evidence"]}
-    # The tiny search is the same setting, so it is the strongest evidence.
+    # The tiny search is the same setting, so it is the strongest evidence; its baseline trial
+    # probed exactly this configuration on the same data, so no second probe ran.
     assert search_id in evidence and evidence[search_id]["weight"] == pytest.approx(1.0)
+    assert any(f"past search {search_id}" in note for note in payload["notes"]), payload["notes"]
+    assert "probing its dynamics" not in answered.stderr, answered.stderr[-2000:]
     memorisation = payload["probe"]["memorisation"]
     assert memorisation["checked"]
     if memorisation["seen"]:  # history decides, as before
