@@ -16,6 +16,10 @@
 #   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, MLFLOW_S3_ENDPOINT_URL (S3-compatible stores)
 #   MLFLOW_AUTH_ADMIN_USERNAME (admin), MLFLOW_HOST (0.0.0.0), MLFLOW_PORT (5000),
 #   MLFLOW_WORKERS (4), MLFLOW_RUNTIME_DIR (where the private auth config goes; default a temp dir)
+#   MLFLOW_AUTH_CACHE_TTL_SECONDS (60): how long a worker trusts a password it has verified. Each
+#     verification is a scrypt hash (~0.1 s of CPU), and trials send a request every few
+#     evaluations; a changed password or a deleted user reaches the other workers within this
+#     time. 0 verifies every request.
 set -euo pipefail
 umask 077
 
@@ -27,6 +31,13 @@ for name in MLFLOW_BACKEND_STORE_URI MLFLOW_AUTH_DATABASE_URI MLFLOW_ARTIFACTS_D
   fi
 done
 
+auth_cache_ttl="${MLFLOW_AUTH_CACHE_TTL_SECONDS:-60}"
+if ! [[ "$auth_cache_ttl" =~ ^[0-9]+$ ]]; then
+  echo "mlflow-server: MLFLOW_AUTH_CACHE_TTL_SECONDS must be a whole number of seconds" \
+    "(0 verifies every request), got '$auth_cache_ttl'" >&2
+  exit 2
+fi
+
 # basic-auth reads its database from an INI file only: write it where only this user reads it.
 # The admin password stays in the environment (MLflow reads MLFLOW_AUTH_ADMIN_PASSWORD).
 runtime="${MLFLOW_RUNTIME_DIR:-$(mktemp -d -t mlflow-server.XXXXXX)}"
@@ -37,6 +48,7 @@ default_permission = NO_PERMISSIONS
 database_uri = ${MLFLOW_AUTH_DATABASE_URI}
 admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = ${auth_cache_ttl}
 INI
 export MLFLOW_AUTH_CONFIG_PATH="$runtime/basic_auth.ini"
 # MLflow's job runner (GenAI evaluation jobs) is not used by reset-tune: fewer processes.
