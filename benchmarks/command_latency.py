@@ -21,15 +21,16 @@ benchmarks/README.md, "Command latency".
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import yaml
-from usage_error_speed import time_command  # benchmarks/ is this script's folder
+from usage_error_speed import (  # benchmarks/ is this script's folder
+    before_worktree,
+    print_before_after,
+    time_command,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,12 +73,6 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="rt-latency-") as tmp:
         scratch = Path(tmp)
-        before = scratch / "before"
-        subprocess.run(
-            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(before), args.before],
-            check=True,
-            capture_output=True,
-        )
         spec = scratch / "latency.yaml"
         spec.write_text(yaml.safe_dump(SEARCH_SPEC))
         server = None if args.skip_search else start_local_server(scratch / "mlflow")
@@ -85,36 +80,19 @@ def main() -> int:
         results: dict[tuple[str, str], list[float]] = {}
         last: dict[tuple[str, str], str] = {}
         try:
-            trees = {"before": before, "after": REPO}
-            for run in range(args.repeats):
-                for label, tree in trees.items():
-                    for name, argv in commands(scratch, run, label, spec, uri).items():
-                        seconds, code, line = time_command(tree, argv, str(scratch))
-                        results.setdefault((name, label), []).append(seconds)
-                        last[(name, label)] = f"exit {code}: {line[:70]}"
+            with before_worktree(args.before, scratch) as before:
+                trees = {"before": before, "after": REPO}
+                for run in range(args.repeats):
+                    for label, tree in trees.items():
+                        for name, argv in commands(scratch, run, label, spec, uri).items():
+                            seconds, code, line = time_command(tree, argv, str(scratch))
+                            results.setdefault((name, label), []).append(seconds)
+                            last[(name, label)] = f"exit {code}: {line[:70]}"
         finally:
             if server is not None:
                 server.stop()
-            subprocess.run(
-                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(before)],
-                capture_output=True,
-            )
 
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, n = {args.repeats} per cell")
-    print(f"{'command':<32} {'code':<7} {'median s':>9} {'min-max s':>13}  answer")
-    for name in commands(Path(), 0, "", Path(), uri).keys():
-        medians = {}
-        for label in ("before", "after"):
-            times = results[(name, label)]
-            medians[label] = statistics.median(times)
-            print(
-                f"{name:<32} {label:<7} {medians[label]:>9.2f} "
-                f"{min(times):>6.2f}-{max(times):<6.2f}  {last[(name, label)]}"
-            )
-        saved = medians["before"] - medians["after"]
-        print(
-            f"{'':<32} ratio   {medians['before'] / medians['after']:>9.2f}x ({saved:+.2f} s saved)"
-        )
+    print_before_after(results, last, commands(Path(), 0, "", Path(), uri).keys(), args.repeats)
     return 0
 
 

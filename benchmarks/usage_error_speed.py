@@ -19,6 +19,7 @@ figures vary with machine load, the ratio much less.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import statistics
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,6 +71,49 @@ def time_command(tree: Path, argv: list[str], cwd: str) -> tuple[float, int, str
     return elapsed, done.returncode, done.stderr.strip().splitlines()[-1:][0] if done.stderr else ""
 
 
+@contextlib.contextmanager
+def before_worktree(commit: str, scratch: Path) -> Iterator[Path]:
+    """`commit` checked out into a temporary git worktree under `scratch`, removed afterwards."""
+    tree = scratch / "before"
+    subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), commit],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield tree
+    finally:
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)],
+            capture_output=True,
+        )
+
+
+def print_before_after(
+    results: dict[tuple[str, str], list[float]],
+    last: dict[tuple[str, str], str],
+    names: Iterable[str],
+    repeats: int,
+) -> None:
+    """Per command: median and range of seconds before and after, the last answer, the ratio."""
+    names = list(names)
+    width = max(len(name) for name in names) + 2
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, n = {repeats} per cell")
+    print(f"{'command':<{width}} {'code':<7} {'median s':>9} {'min-max s':>13}  answer")
+    for name in names:
+        medians = {}
+        for label in ("before", "after"):
+            times = results[(name, label)]
+            medians[label] = statistics.median(times)
+            print(
+                f"{name:<{width}} {label:<7} {medians[label]:>9.2f} "
+                f"{min(times):>6.2f}-{max(times):<6.2f}  {last[(name, label)]}"
+            )
+        saved = medians["before"] - medians["after"]
+        ratio = medians["before"] / medians["after"]
+        print(f"{'':<{width}} ratio   {ratio:>9.2f}x ({saved:+.2f} s saved)")
+
+
 def _stop_local_server(state: Path) -> None:
     from reset_tune.tracking.server import find_local_server
 
@@ -84,44 +129,25 @@ def main() -> int:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="rt-usage-") as scratch:
-        before = Path(scratch) / "before"
-        subprocess.run(
-            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(before), args.before],
-            check=True,
-            capture_output=True,
-        )
+        state = Path(scratch) / "state"
         try:
-            trees = {"before": before, "after": REPO}
-            port = _free_port()  # nothing listens there
-            results: dict[tuple[str, str], list[float]] = {}
-            last: dict[tuple[str, str], str] = {}
-            for _ in range(args.repeats):
-                for name, argv in commands(port, str(Path(scratch) / "state")).items():
-                    for label, tree in trees.items():
-                        seconds, code, line = time_command(tree, argv, scratch)
-                        results.setdefault((name, label), []).append(seconds)
-                        last[(name, label)] = f"exit {code}: {line[:90]}"
+            with before_worktree(args.before, Path(scratch)) as before:
+                trees = {"before": before, "after": REPO}
+                port = _free_port()  # nothing listens there
+                results: dict[tuple[str, str], list[float]] = {}
+                last: dict[tuple[str, str], str] = {}
+                for _ in range(args.repeats):
+                    for name, argv in commands(port, str(state)).items():
+                        for label, tree in trees.items():
+                            seconds, code, line = time_command(tree, argv, scratch)
+                            results.setdefault((name, label), []).append(seconds)
+                            last[(name, label)] = f"exit {code}: {line[:90]}"
         finally:
             # The old `search` started an MLflow server before it checked the address (the
             # bug measured here): stop it by its recorded process id.
-            _stop_local_server(Path(scratch) / "state")
-            subprocess.run(
-                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(before)],
-                capture_output=True,
-            )
+            _stop_local_server(state)
 
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, n = {args.repeats} per cell")
-    print(f"{'command':<38} {'code':<7} {'median s':>9} {'min-max s':>13}  answer")
-    for name in commands(0, "").keys():
-        medians = {}
-        for label in ("before", "after"):
-            times = results[(name, label)]
-            medians[label] = statistics.median(times)
-            print(
-                f"{name:<38} {label:<7} {medians[label]:>9.2f} "
-                f"{min(times):>6.2f}-{max(times):<6.2f}  {last[(name, label)]}"
-            )
-        print(f"{'':<38} ratio   {medians['before'] / medians['after']:>9.1f}x faster")
+    print_before_after(results, last, commands(0, "").keys(), args.repeats)
     return 0
 
 
