@@ -85,12 +85,11 @@ def test_recommend_probes_when_no_past_search_is_the_same(
         return described
 
     monkeypatch.setattr(recommend_module, "describe_setting", probe)
-    # Different data, or a noise rate the user states (the past profile estimated its own).
-    history = History(
-        searches=[_probed(CONFIG, "other-data"), _probed(CONFIG, fingerprint)][
-            : 1 if known_noise_rate is None else 2
-        ]
-    )
+    searches = [_probed(CONFIG, "other-data")]
+    if known_noise_rate is not None:
+        # The same probe and data, but the user states a rate: the past profile estimated its own.
+        searches.append(_probed(CONFIG, fingerprint))
+    history = History(searches=searches)
     answer = recommend(CONFIG, tracking_uri=None, history=history, log=False,
                        known_noise_rate=known_noise_rate)  # fmt: skip
     assert calls == [(CONFIG, known_noise_rate, fingerprint)]
